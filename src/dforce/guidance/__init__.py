@@ -1,0 +1,6 @@
+"""Guidance objects plug into the sampler's hook (:class:`dforce.sampling.sampler.Guidance`)."""
+
+from dforce.guidance.cfg import ClassifierFreeGuidance, batched_denoise, combine
+from dforce.sampling.sampler import Guidance, StepInfo, conditional
+
+__all__ = ["ClassifierFreeGuidance", "Guidance", "StepInfo", "batched_denoise", "combine", "conditional"]

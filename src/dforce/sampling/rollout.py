@@ -1,0 +1,190 @@
+"""Sliding-window rollout: generate any number of tokens with a model trained on ``window`` tokens.
+
+Each window holds up to ``window - chunk`` tokens of history (the most recent ones) followed by
+``chunk`` new tokens, which are denoised along a scheduling matrix. Generated tokens become
+history for later windows; they are fed at the *stabilization level* (a small noise level, so the
+model treats its own outputs as slightly uncertain and errors do not compound), while observed
+context stays at ``context_level`` (0 = clean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from dforce.diffusion.schedules import NoiseSchedule
+from dforce.sampling.sampler import Denoiser, Guidance, sample_window
+from dforce.sampling.scheduling import level_grid, scheduling_matrix
+
+STABILIZATION = ("noise", "relabel")
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample; every field is documented in ``docs/guide.md``.
+
+    Attributes:
+        schedule: scheduling matrix, ``autoregressive``, ``pyramid``, ``full_sequence``, ``trapezoid``, ``chunked``
+            or a custom integer matrix [R, chunk].
+        steps: sampling steps ``S`` per token.
+        eta: 0 = deterministic DDIM, 1 = ancestral.
+        uncertainty_scale: ``u`` of ``pyramid`` / ``trapezoid``.
+        chunk_size: new tokens per window (default: ``window - history_len``).
+        history_len: history tokens kept in each window after the first (default: the number of
+            context tokens given, or ``window // 2`` with no context), at most ``window - 1``.
+        stabilization_level: level ``t`` at which generated history is fed (0 disables).
+        stabilization: ``noise`` (relabel and add the matching noise, consistent with training;
+            the default) or ``relabel`` (only relabel, as the reference implementation does).
+        context_level: level of observed context tokens (0 = clean).
+        level_spacing: ``uniform`` in t or ``logsnr``.
+        pad_to_window: fill short windows with pure-noise tokens (default: for non-causal models).
+        clip_x0: clamp ``x0_hat`` to ``[-clip_x0, clip_x0]`` (None = no clamp).
+    """
+
+    schedule: Union[str, Tensor] = "autoregressive"
+    steps: int = 50
+    eta: float = 0.0
+    uncertainty_scale: float = 1.0
+    chunk_size: Optional[int] = None
+    history_len: Optional[int] = None
+    stabilization_level: float = 0.02
+    stabilization: str = "noise"
+    context_level: float = 0.0
+    level_spacing: str = "uniform"
+    pad_to_window: Optional[bool] = None
+    clip_x0: Optional[float] = None
+
+    def check(self) -> "SamplingConfig":
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.stabilization not in STABILIZATION:
+            raise ValueError(f"unknown stabilization {self.stabilization!r}; choose one of {list(STABILIZATION)}")
+        for name in ("stabilization_level", "context_level"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {v}")
+        return self
+
+
+def plan_windows(context_len: int, horizon: int, window: int, chunk_size: Optional[int], history_len: Optional[int]) -> list[tuple[int, int, int]]:
+    """The windows of a rollout as ``(start, history, new)`` triples in token indices.
+
+    Window ``i`` covers tokens ``[start, start + history + new)``; the first ``history`` of them
+    are already known.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 token, got {horizon}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if history_len is None:
+        history_len = context_len if context_len > 0 else window // 2
+    history_len = max(0, min(history_len, window - 1))
+    chunk = chunk_size if chunk_size is not None else window - history_len
+    if chunk < 1 or chunk > window:
+        raise ValueError(f"chunk_size must be in [1, {window}] for a window of {window} tokens, got {chunk}")
+    out, have, total = [], context_len, context_len + horizon
+    while have < total:
+        new = min(chunk, total - have)
+        hist = min(have, window - new) if have == context_len else min(have, history_len, window - new)
+        out.append((have - hist, hist, new))
+        have += new
+    return out
+
+
+def rollout(
+    denoise: Denoiser,
+    *,
+    token_shape: Sequence[int],
+    horizon: int,
+    window: int,
+    schedule: NoiseSchedule,
+    config: SamplingConfig,
+    context: Optional[Tensor] = None,
+    batch_size: Optional[int] = None,
+    cond: Optional[Tensor] = None,
+    guidance: Optional[Guidance] = None,
+    causal: bool = True,
+    generator: Optional[torch.Generator] = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Tensor:
+    """Generate ``horizon`` tokens after ``context`` [B, C, *token_shape].
+
+    ``cond`` [B, C + horizon, ...] holds external per-token conditions (covariates, actions) for
+    every context and future token. Returns the new tokens [B, horizon, *token_shape].
+    """
+    config.check()
+    if context is not None:
+        if tuple(context.shape[2:]) != tuple(token_shape):
+            raise ValueError(f"context tokens have shape {tuple(context.shape[2:])}, the model expects {tuple(token_shape)}")
+        batch_size, ctx_len = context.shape[0], context.shape[1]
+        device = context.device if device is None else device
+    else:
+        if batch_size is None:
+            raise ValueError("give either context or batch_size")
+        ctx_len = 0
+    device = torch.device(device or "cpu")
+    total = ctx_len + horizon
+    if cond is not None and cond.shape[1] < total:
+        raise ValueError(f"cond covers {cond.shape[1]} tokens but context + horizon = {total}; give conditions for every token")
+    pad = (not causal) if config.pad_to_window is None else config.pad_to_window
+    grid = level_grid(config.steps, schedule, config.level_spacing).to(device)
+
+    seq = torch.empty(batch_size, total, *token_shape, device=device, dtype=dtype)
+    generated = torch.zeros(batch_size, total, dtype=torch.bool, device=device)
+    if ctx_len:
+        seq[:, :ctx_len] = context.to(dtype)
+    windows = plan_windows(ctx_len, horizon, window, config.chunk_size, config.history_len)
+    iterator = windows
+    if progress and len(windows) > 1:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(windows, desc="rollout", unit="window")
+    if isinstance(config.schedule, str) and config.schedule == "chunked":
+        raise ValueError("in rollouts use scheduling='full_sequence' with chunk_size instead of the 'chunked' matrix")
+    kwargs = {"uncertainty_scale": config.uncertainty_scale} if config.schedule in ("pyramid", "trapezoid") else {}
+    for start, hist, new in iterator:
+        matrix = scheduling_matrix(config.schedule, new, config.steps, **kwargs)
+        n_pad = window - hist - new if pad else 0
+        w = hist + new + n_pad
+        lv = torch.ones(matrix.shape[0], w, device=device)
+        lv[:, hist : hist + new] = grid[matrix.to(device)]
+        hist_gen = generated[:, start : start + hist]
+        hist_level = torch.where(hist_gen, config.stabilization_level, config.context_level)
+        lv = lv[None].repeat(batch_size, 1, 1)
+        lv[:, :, :hist] = hist_level[:, None, :]
+        x = torch.randn(batch_size, w, *token_shape, generator=generator, device=device, dtype=dtype)
+        known = torch.zeros(batch_size, w, dtype=torch.bool, device=device)
+        known[:, :hist] = True
+        known_values = torch.zeros_like(x)
+        known_values[:, :hist] = seq[:, start : start + hist]
+        gen_mask = torch.zeros_like(known)
+        gen_mask[:, :hist] = hist_gen
+        wcond = None
+        if cond is not None:
+            wcond = cond[:, start : start + hist + new]
+            if n_pad:
+                wcond = torch.cat([wcond, wcond.new_zeros(wcond.shape[0], n_pad, *wcond.shape[2:])], 1)
+        out = sample_window(
+            denoise,
+            x,
+            lv,
+            schedule=schedule,
+            eta=config.eta,
+            guidance=guidance,
+            cond=wcond,
+            known_mask=known if hist else None,
+            known_values=known_values,
+            known_noise="fixed" if config.stabilization == "noise" else "relabel",
+            generated_mask=gen_mask,
+            generator=generator,
+            clip_x0=config.clip_x0,
+            progress=progress and len(windows) == 1,
+        )
+        seq[:, start + hist : start + hist + new] = out[:, hist : hist + new]
+        generated[:, start + hist : start + hist + new] = True
+    return seq[:, ctx_len:]

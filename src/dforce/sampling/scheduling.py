@@ -1,0 +1,150 @@
+"""Scheduling matrices: which noise level every generated token has at every iteration.
+
+A scheduling matrix ``M`` is a plain integer tensor of shape ``[R, H]`` with entries in
+``{0..S}`` (``S`` = sampling steps, ``S`` = pure noise, ``0`` = clean). Row ``r`` holds each
+token's level at iteration ``r``: the first row is all ``S``, the last all ``0``, and every column
+is non-increasing. Each transition ``r -> r + 1`` is one network call over the window; a token
+whose level does not change is left untouched.
+
+Every built-in matrix is ``M[r, h] = clip(S + offset[h] - r, 0, S)`` for a per-token start delay
+``offset`` (see :func:`from_offsets`), so they can be printed, edited and plotted as data.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def from_offsets(offsets: Tensor, steps: int) -> Tensor:
+    """Matrix in which token ``h`` starts denoising ``offsets[h]`` iterations late."""
+    offsets = torch.as_tensor(offsets, dtype=torch.long)
+    if offsets.dim() != 1 or len(offsets) == 0:
+        raise ValueError("offsets must be a non-empty 1-D tensor, one delay per token")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if (offsets < 0).any():
+        raise ValueError("offsets must be non-negative")
+    offsets = offsets - offsets.min()
+    rows = steps + int(offsets.max()) + 1
+    r = torch.arange(rows)[:, None]
+    return (steps + offsets[None, :] - r).clamp(0, steps)
+
+
+def full_sequence(tokens: int, steps: int) -> Tensor:
+    """All tokens denoised together: ``M[r, h] = S - r``, ``R = S + 1``."""
+    return from_offsets(torch.zeros(tokens, dtype=torch.long), steps)
+
+
+def pyramid(tokens: int, steps: int, uncertainty_scale: float = 1.0) -> Tensor:
+    """Later tokens stay noisier: ``M[r, h] = clip(S + floor(h u) - r, 0, S)``."""
+    if uncertainty_scale < 0:
+        raise ValueError(f"uncertainty_scale must be >= 0, got {uncertainty_scale}")
+    h = torch.arange(tokens, dtype=torch.float64)
+    return from_offsets(torch.floor(h * uncertainty_scale).long(), steps)
+
+
+def autoregressive(tokens: int, steps: int) -> Tensor:
+    """Each token starts when the previous one is clean: a pyramid with ``u = S``."""
+    return pyramid(tokens, steps, float(steps))
+
+
+def trapezoid(tokens: int, steps: int, uncertainty_scale: float = 1.0) -> Tensor:
+    """Both ends first, the middle last; symmetric (no lag of the last token)."""
+    h = torch.arange(tokens)
+    dist = torch.minimum(h, tokens - 1 - h).double()
+    return from_offsets(torch.floor(dist * uncertainty_scale).long(), steps)
+
+
+def chunked(tokens: int, steps: int, chunk_size: int) -> Tensor:
+    """Autoregressive over chunks of ``chunk_size`` tokens, full-sequence inside each chunk."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return from_offsets((torch.arange(tokens) // chunk_size) * steps, steps)
+
+
+def validate(matrix: Tensor, steps: int | None = None) -> Tensor:
+    """Check that ``matrix`` is a valid schedule and return it as a long tensor.
+
+    Raises ``ValueError`` naming the first violated rule.
+    """
+    m = torch.as_tensor(matrix)
+    if m.dim() != 2 or m.shape[0] < 2 or m.shape[1] < 1:
+        raise ValueError(f"a scheduling matrix must be 2-D [rows >= 2, tokens >= 1], got shape {tuple(m.shape)}")
+    if m.is_floating_point():
+        if not torch.equal(m, m.round()):
+            raise ValueError("a scheduling matrix holds integer levels; got non-integer values")
+    m = m.long()
+    s = int(m.max()) if steps is None else steps
+    if s < 1:
+        raise ValueError("a scheduling matrix needs at least one step (max level >= 1)")
+    if (m < 0).any() or (m > s).any():
+        raise ValueError(f"levels must lie in [0, {s}]; got values in [{int(m.min())}, {int(m.max())}]")
+    if (m[0] != s).any():
+        bad = int((m[0] != s).nonzero()[0])
+        raise ValueError(f"the first row must be pure noise (level {s}) for every token; token {bad} starts at {int(m[0, bad])}")
+    if (m[-1] != 0).any():
+        bad = int((m[-1] != 0).nonzero()[0])
+        raise ValueError(f"the last row must be clean (level 0) for every token; token {bad} ends at {int(m[-1, bad])}")
+    rises = (m[1:] > m[:-1]).nonzero()
+    if len(rises):
+        r, h = (int(v) for v in rises[0])
+        raise ValueError(f"levels must be non-increasing down each column; token {h} goes from {int(m[r, h])} to {int(m[r + 1, h])} at row {r + 1}")
+    return m
+
+
+SCHEDULING: dict[str, Callable[..., Tensor]] = {
+    "full_sequence": full_sequence,
+    "autoregressive": autoregressive,
+    "pyramid": pyramid,
+    "trapezoid": trapezoid,
+    "chunked": chunked,
+}
+
+
+def scheduling_matrix(name: str | Tensor, tokens: int, steps: int, **kwargs: float) -> Tensor:
+    """Build a matrix by name, or validate a custom one passed as a tensor.
+
+    ``name`` is one of ``full_sequence``, ``autoregressive``, ``pyramid`` (``uncertainty_scale``),
+    ``trapezoid`` (``uncertainty_scale``), ``chunked`` (``chunk_size``).
+    """
+    if isinstance(name, Tensor):
+        m = validate(name, steps)
+        if m.shape[1] != tokens:
+            raise ValueError(f"custom scheduling matrix has {m.shape[1]} columns but {tokens} tokens are generated")
+        return m
+    if name not in SCHEDULING:
+        raise ValueError(f"unknown scheduling matrix {name!r}; choose one of {sorted(SCHEDULING)} or pass a tensor")
+    if tokens < 1:
+        raise ValueError(f"tokens must be >= 1, got {tokens}")
+    return SCHEDULING[name](tokens, steps, **kwargs)
+
+
+def level_grid(steps: int, schedule=None, spacing: str = "uniform") -> Tensor:
+    """Continuous level ``t`` for each integer level ``0..S`` (``t[0] = 0``, ``t[S] = 1``).
+
+    ``spacing='uniform'`` is uniform in ``t``; ``'logsnr'`` is uniform in the schedule's clipped
+    logSNR (needs ``schedule``).
+    """
+    if spacing == "uniform":
+        return torch.linspace(0.0, 1.0, steps + 1)
+    if spacing == "logsnr":
+        if schedule is None:
+            raise ValueError("logsnr spacing needs the noise schedule")
+        lam = torch.linspace(schedule.logsnr_max, schedule.logsnr_min, steps + 1)
+        t = schedule.t_from_logsnr(lam)
+        t[0], t[-1] = 0.0, 1.0
+        return t
+    raise ValueError(f"unknown level spacing {spacing!r}; choose 'uniform' or 'logsnr'")
+
+
+def format_matrix(matrix: Tensor) -> str:
+    """The matrix as aligned text, one row per iteration."""
+    m = torch.as_tensor(matrix)
+    width = len(str(int(m.max()))) if m.numel() else 1
+    head = "row | " + " ".join(f"{h:>{width}}" for h in range(m.shape[1]))
+    lines = [head, "-" * len(head)]
+    lines += [f"{r:>3} | " + " ".join(f"{int(v):>{width}}" for v in row) for r, row in enumerate(m)]
+    return "\n".join(lines)

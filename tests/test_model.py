@@ -1,0 +1,158 @@
+import pytest
+import torch
+
+from dforce import ClassifierFreeGuidance, DiffusionForcing, Transformer
+from dforce.testing import check_backbone
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_transformer_honours_the_contract(causal):
+    rep = check_backbone(Transformer(dim=5, width=32, depth=2, heads=4, causal=causal, cond_dim=3), tokens=9)
+    assert rep["shapes"] and rep["per_token_noise"] and rep["cond"]
+    if causal:
+        assert rep["future_leak"] < 1e-6
+
+
+def test_check_backbone_catches_a_leaky_causal_backbone():
+    class Leaky(torch.nn.Module):
+        causal, token_shape = True, (2,)
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x, t, cond=None):
+            h = torch.cat([x, t[..., None]], -1)
+            return self.lin(h) + h.mean(1, keepdim=True)[..., :2]  # mixes every token
+
+    with pytest.raises(AssertionError, match="leaks the future"):
+        check_backbone(Leaky())
+
+
+def test_check_backbone_catches_ignored_noise_levels():
+    class Deaf(torch.nn.Module):
+        causal, token_shape = True, (2,)
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x, t, cond=None):
+            return self.lin(x)
+
+    with pytest.raises(AssertionError, match="ignores per-token levels"):
+        check_backbone(Deaf())
+
+
+def make_model(**kw):
+    return DiffusionForcing(Transformer(dim=kw.pop("dim", 4), width=32, depth=2, heads=2), window=8, **kw)
+
+
+def test_loss_is_finite_for_every_combination():
+    for param in ("eps", "x0", "v", "flow"):
+        for weighting in ("uniform", "min_snr", "sigmoid", "fused_snr"):
+            for noise in ("independent", "full_sequence", "teacher_forcing", "uniform_future"):
+                model = make_model(parametrization=param, weighting=weighting, training_noise=noise)
+                loss = model.loss(torch.randn(3, 8, 4))
+                assert torch.isfinite(loss), (param, weighting, noise)
+                loss.backward()
+
+
+def test_padding_is_pure_noise_and_out_of_the_loss():
+    model = make_model()
+    x = torch.randn(2, 8, 4)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 5:] = False
+    x_nan = x.clone()
+    x_nan[:, 5:] = float("nan")  # missing values may be NaN when masked
+    per_tok = model.loss(x_nan, mask=mask, reduction="none")
+    assert torch.isfinite(per_tok).all() and (per_tok[:, 5:] == 0).all()
+    # the padded tokens must be fed at level 1 (pure noise)
+    seen = {}
+    orig = model.backbone.forward
+
+    def spy(xx, t, cond=None):
+        seen["t"] = t
+        return orig(xx, t, cond)
+
+    model.backbone.forward = spy
+    model.loss(x, mask=mask)
+    assert (seen["t"][:, 5:] == 1).all()
+
+
+def test_errors_name_the_problem():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"shape \[B, N, 4\]"):
+        model.loss(torch.randn(2, 8, 3))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bad = torch.randn(2, 8, 4)
+        bad[0, 0, 0] = float("inf")
+        model.loss(bad)
+    with pytest.raises(ValueError, match="unknown parametrization"):
+        make_model(parametrization="score")
+    with pytest.raises(ValueError, match="unknown noise schedule"):
+        make_model(noise_schedule="cosin")
+    with pytest.raises(TypeError, match="unknown sampling option"):
+        model.sample(batch_size=1, horizon=2, temperature=2.0)
+    with pytest.raises(ValueError, match="unknown scheduling matrix"):
+        model.sample(batch_size=1, horizon=2, schedule="zigzag", steps=2)
+    with pytest.raises(ValueError, match="not a multiple of frame_stack=2"):
+        make_model(frame_stack=2).sample(context=torch.randn(1, 3, 2), horizon=2)
+
+
+def test_sample_shapes_seed_and_long_rollout():
+    model = make_model(frame_stack=2, dim=6)
+    ctx = torch.randn(2, 4, 3)
+    a = model.sample(context=ctx, horizon=40, steps=3, seed=7)
+    b = model.sample(context=ctx, horizon=40, steps=3, seed=7)
+    c = model.sample(context=ctx, horizon=40, steps=3, seed=8)
+    assert a.shape == (2, 40, 3) and torch.equal(a, b) and not torch.equal(a, c)
+    for schedule in ("full_sequence", "pyramid", "trapezoid", "autoregressive"):
+        out = model.sample(context=ctx, horizon=20, steps=3, schedule=schedule, eta=1.0, seed=0)
+        assert out.shape == (2, 20, 3) and torch.isfinite(out).all()
+    assert model.sample(batch_size=3, horizon=4, steps=2).shape == (3, 4, 3)
+
+
+def test_cfg_batches_conditions_and_combines():
+    model = DiffusionForcing(Transformer(dim=2, width=16, depth=1, heads=2, cond_dim=3), window=6, cond_dropout=0.2)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    cond = torch.randn(2, 8, 3)
+    calls = []
+    orig = model.backbone.forward
+    model.backbone.forward = lambda x, t, c=None: calls.append(x.shape[0]) or orig(x, t, c)
+    out = model.sample(context=torch.randn(2, 2, 2), horizon=6, cond=cond, steps=2, guidance=ClassifierFreeGuidance(3.0), seed=0)
+    assert out.shape == (2, 6, 2) and set(calls) == {4}  # both conditions in one batch
+    base = model.sample(context=torch.randn(2, 2, 2), horizon=6, cond=cond, steps=2, seed=0)
+    assert not torch.allclose(out, base)
+
+
+def test_small_model_learns_a_learnable_dataset():
+    torch.manual_seed(0)
+    # sine waves with random phase: predictable from history
+    model = DiffusionForcing(Transformer(dim=2, width=64, depth=2, heads=4), window=16, frame_stack=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+
+    def batch(n=64):
+        phase = torch.rand(n, 1) * 6.28
+        tt = torch.arange(32) * 0.3
+        return torch.sin(tt + phase)[..., None]
+
+    g = torch.Generator().manual_seed(0)
+    fixed = batch(256)
+    with torch.no_grad():
+        first = model.loss(fixed, generator=torch.Generator().manual_seed(1)).item()
+    for _ in range(150):
+        loss = model.loss(batch(), generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        last = model.loss(fixed, generator=torch.Generator().manual_seed(1)).item()
+    assert last < 0.5 * first
+    # and the rollout follows the sine
+    phase = torch.rand(8, 1) * 6.28
+    full = torch.sin(torch.arange(48) * 0.3 + phase)[..., None]
+    pred = model.sample(context=full[:, :8], horizon=40, steps=10, seed=0)
+    err = (pred - full[:, 8:]).pow(2).mean().item()
+    assert err < 0.25, err

@@ -1,0 +1,102 @@
+"""Forward-process marginals, logSNR invariants and parametrization round trips."""
+
+import math
+
+import pytest
+import torch
+
+from dforce.diffusion import PARAMETRIZATIONS, SCHEDULES, get_schedule, target, to_x0_eps
+from dforce.diffusion.parametrization import eps_mse_factor
+from dforce.diffusion.schedules import expand_like
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_q_sample_mean_and_variance_match_alpha_sigma(name):
+    sched = get_schedule(name)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    x0 = torch.tensor([1.5, -0.7, 2.0])
+    n = 400_000
+    eps = torch.randn(n, 3)
+    xt = sched.q_sample(x0.expand(n, 3)[:, :, None], t.expand(n, 3), eps[:, :, None])[:, :, 0]
+    alpha, sigma = sched.alpha_sigma(t)
+    assert torch.allclose(xt.mean(0), alpha * x0, atol=4 * sigma.max().item() / math.sqrt(n) + 1e-6)
+    assert torch.allclose(xt.var(0), sigma**2, rtol=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_schedule_endpoints_and_monotone_logsnr(name):
+    sched = get_schedule(name)
+    a0, s0 = sched.alpha_sigma(torch.zeros(()))
+    assert a0 == 1 and s0 == 0  # level 0 is exactly clean
+    t = torch.linspace(0.001, 0.999, 500)
+    lam = sched.logsnr(t)
+    assert torch.isfinite(lam).all()
+    assert (lam[1:] <= lam[:-1] + 1e-5).all(), "logSNR must decrease with the level"
+    a1, s1 = sched.alpha_sigma(torch.ones(()))
+    assert a1 < 0.01 and s1 > 0.99  # level 1 is (numerically) pure noise
+    if sched.variance_preserving:
+        a, s = sched.alpha_sigma(t)
+        assert torch.allclose(a**2 + s**2, torch.ones_like(t), atol=1e-5)
+
+
+def test_cosine_closed_form_and_shift():
+    t = torch.linspace(0.05, 0.95, 19)
+    a, s = get_schedule("cosine").alpha_sigma(t)
+    assert torch.allclose(a, torch.cos(math.pi * t / 2), atol=1e-5)
+    assert torch.allclose(s, torch.sin(math.pi * t / 2), atol=1e-5)
+    lam, lam_shift = get_schedule("cosine").logsnr(t), get_schedule("cosine", shift=0.125).logsnr(t)
+    assert torch.allclose(lam_shift - lam, torch.full_like(t, 2 * math.log(0.125)), atol=1e-4)
+
+
+def test_linear_beta_matches_discrete_ddpm():
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    t = torch.tensor([0.1, 0.3, 0.6])
+    a, _ = get_schedule("linear").alpha_sigma(t)
+    idx = (t * 1000).long() - 1
+    assert torch.allclose(a.double() ** 2, abar[idx], rtol=0.02)
+
+
+def test_rectified_flow_is_linear_path():
+    t = torch.tensor([0.2, 0.5, 0.8])
+    a, s = get_schedule("rectified_flow").alpha_sigma(t)
+    assert torch.allclose(a, 1 - t) and torch.allclose(s, t)
+
+
+def test_t_from_logsnr_inverts():
+    sched = get_schedule("cosine")
+    t = torch.tensor([0.1, 0.4, 0.7])
+    assert torch.allclose(sched.t_from_logsnr(sched.logsnr(t)), t, atol=1e-5)
+
+
+def test_unknown_schedule_is_named():
+    with pytest.raises(ValueError, match="unknown noise schedule 'cosin'.*cosine"):
+        get_schedule("cosin")
+
+
+@pytest.mark.parametrize("sched_name", sorted(SCHEDULES))
+@pytest.mark.parametrize("kind", PARAMETRIZATIONS)
+def test_parametrization_round_trip(kind, sched_name):
+    sched = get_schedule(sched_name)
+    x0, eps = torch.randn(4, 6, 3), torch.randn(4, 6, 3)
+    t = torch.rand(4, 6) * 0.9 + 0.05
+    a, s = (expand_like(v, x0) for v in sched.alpha_sigma(t))
+    xt = a * x0 + s * eps
+    x0_hat, eps_hat = to_x0_eps(kind, target(kind, x0, eps, a, s), xt, a, s)
+    assert torch.allclose(x0_hat, x0, atol=1e-4) and torch.allclose(eps_hat, eps, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", PARAMETRIZATIONS)
+def test_eps_mse_factor(kind):
+    sched = get_schedule("cosine")
+    x0, eps = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    t = torch.rand(2, 5) * 0.9 + 0.05
+    a, s = (expand_like(v, x0) for v in sched.alpha_sigma(t))
+    xt = a * x0 + s * eps
+    eps_wrong = eps + 0.1 * torch.randn_like(eps)
+    # the prediction that corresponds to eps_wrong at the same x_t
+    x0_wrong = (xt - s * eps_wrong) / a
+    pred_err = (target(kind, x0_wrong, eps_wrong, a, s) - target(kind, x0, eps, a, s)) ** 2
+    eps_err = (eps_wrong - eps) ** 2
+    factor = expand_like(eps_mse_factor(kind, *sched.alpha_sigma(t)), x0) if kind != "eps" else 1.0
+    assert torch.allclose(pred_err, factor * eps_err, rtol=1e-3, atol=1e-6)
