@@ -10,6 +10,10 @@ external condition is added to it, and the sum modulates every block through ada
 (shift, scale and gate per token). Attention uses rotary time positions (relative, so a model
 slides along sequences longer than its training window) and
 ``torch.nn.functional.scaled_dot_product_attention``.
+
+Causal models also offer :meth:`Transformer.forward_cached`: new tokens attend to the keys and
+values of earlier tokens kept in a :class:`KVCache`, so a sampler runs only the tokens it is
+still denoising (see ``dforce.sampling.cached``). ``forward`` itself never touches a cache.
 """
 
 from __future__ import annotations
@@ -84,6 +88,106 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
+    def forward_cached(self, x: Tensor, cache: "KVCache", layer: int, commit: bool) -> Tensor:
+        """``x`` [B, n, D] attends to the ``L`` cached tokens and causally to itself.
+
+        Positions are relative to the cache start: cached tokens sit at ``0..L-1`` and the new
+        ones at ``L..L+n-1``. Keys are cached before the rotary embedding, so the cache may drop
+        its oldest tokens without the positions growing without bound.
+        """
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        past = cache.layer_length(layer)
+        pos = torch.arange(past, past + n, device=x.device)
+        q, k_rot = rotary(q, pos), rotary(k, pos)
+        if past:
+            k_all = torch.cat([cache.rotated_keys(layer), k_rot], 2)
+            v_all = torch.cat([cache.values[layer], v], 2)
+        else:
+            k_all, v_all = k_rot, v
+        if n == 1:
+            out = F.scaled_dot_product_attention(q, k_all, v_all)
+        else:
+            mask = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
+            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+        if commit:
+            cache.append(layer, k, v, k_rot)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class KVCache:
+    """Keys and values of already encoded tokens, per layer, each [B, heads, L, head_dim].
+
+    Keys are stored before the rotary embedding (``keys``) and, lazily, rotated with positions
+    ``0..L-1`` relative to the oldest cached token (``rotated_keys``). ``max_len`` bounds the
+    cache: appending past it drops the oldest tokens (a rolling window), so memory stays flat in
+    unbounded rollouts. Tokens enter the cache only through ``forward_cached(..., commit=True)``.
+    """
+
+    def __init__(self, depth: int, max_len: Optional[int] = None) -> None:
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"max_len must be >= 1 (or None for an unbounded cache), got {max_len}")
+        self.depth, self.max_len = depth, max_len
+        self.keys: list[Optional[Tensor]] = [None] * depth
+        self.values: list[Optional[Tensor]] = [None] * depth
+        self._rot: list[Optional[Tensor]] = [None] * depth
+
+    @property
+    def length(self) -> int:
+        """Cached tokens (of the last layer: equal for all layers between forward calls)."""
+        return self.layer_length(self.depth - 1)
+
+    def layer_length(self, layer: int) -> int:
+        return 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+
+    def nbytes(self) -> int:
+        """Bytes held by the cache (keys, values and rotated keys)."""
+        return sum(t.numel() * t.element_size() for ts in (self.keys, self.values, self._rot) for t in ts if t is not None)
+
+    def rotated_keys(self, layer: int) -> Tensor:
+        if self._rot[layer] is None:
+            k = self.keys[layer]
+            self._rot[layer] = rotary(k, torch.arange(k.shape[2], device=k.device))
+        return self._rot[layer]
+
+    def append(self, layer: int, k: Tensor, v: Tensor, k_rot: Optional[Tensor] = None) -> None:
+        """Append the keys (before rotary) and values of new tokens to one layer."""
+        if self.keys[layer] is None:
+            self.keys[layer], self.values[layer], self._rot[layer] = k, v, k_rot
+        else:
+            rot = self._rot[layer]
+            self.keys[layer] = torch.cat([self.keys[layer], k], 2)
+            self.values[layer] = torch.cat([self.values[layer], v], 2)
+            self._rot[layer] = None if rot is None or k_rot is None else torch.cat([rot, k_rot], 2)
+        if layer == self.depth - 1 and self.max_len is not None and self.length > self.max_len:
+            self.drop_front(self.length - self.max_len)
+
+    def drop_front(self, n: int) -> None:
+        """Forget the ``n`` oldest tokens (positions of the rest shift down by ``n``)."""
+        if n <= 0:
+            return
+        for i in range(self.depth):
+            if self.keys[i] is not None:
+                self.keys[i] = self.keys[i][:, :, n:].contiguous()
+                self.values[i] = self.values[i][:, :, n:].contiguous()
+            self._rot[i] = None  # positions changed: rotate again on next use
+
+    def truncate(self, n: int) -> None:
+        """Keep only the ``n`` oldest tokens."""
+        if n >= self.length:
+            return
+        if n <= 0:
+            self.clear()
+            return
+        for i in range(self.depth):
+            self.keys[i], self.values[i] = self.keys[i][:, :, :n], self.values[i][:, :, :n]
+            if self._rot[i] is not None:
+                self._rot[i] = self._rot[i][:, :, :n]
+
+    def clear(self) -> None:
+        self.keys, self.values, self._rot = [None] * self.depth, [None] * self.depth, [None] * self.depth
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with per-token adaLN-Zero modulation."""
 
@@ -101,6 +205,11 @@ class Block(nn.Module):
     def forward(self, x: Tensor, c: Tensor, positions: Tensor, causal: bool) -> Tensor:
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).chunk(6, -1)
         x = x + g1 * self.attn(modulate(self.norm1(x), sh1, sc1), positions, causal)
+        return x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
+
+    def forward_cached(self, x: Tensor, c: Tensor, cache: KVCache, layer: int, commit: bool) -> Tensor:
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).chunk(6, -1)
+        x = x + g1 * self.attn.forward_cached(modulate(self.norm1(x), sh1, sc1), cache, layer, commit)
         return x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
 
 
@@ -152,5 +261,33 @@ class Transformer(nn.Module):
         h = self.embed(x)
         for block in self.blocks:
             h = block(h, c, positions, self.causal)
+        shift, scale = self.final_ada(c).chunk(2, -1)
+        return self.out(modulate(self.norm(h), shift, scale))
+
+    def new_cache(self, max_len: Optional[int] = None) -> KVCache:
+        """An empty :class:`KVCache` for :meth:`forward_cached` (``max_len``: rolling bound)."""
+        return KVCache(len(self.blocks), max_len)
+
+    def forward_cached(
+        self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None, *, cache: KVCache, commit: bool = False
+    ) -> Tensor:
+        """Run new tokens ``x`` [B, n, dim] (levels ``t`` [B, n]) after the tokens in ``cache``.
+
+        Equals the last ``n`` outputs of ``forward`` on the cached tokens followed by ``x`` (with
+        positions counted from the oldest cached token). ``commit=True`` appends the new tokens'
+        keys and values to the cache (do it once a token's value and level are final).
+        """
+        if not self.causal:
+            raise ValueError("forward_cached needs a causal transformer (causal=True): a bidirectional one re-reads the whole window")
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected tokens [B, n, {self.dim}], got {tuple(x.shape)}")
+        if t.shape != x.shape[:2]:
+            raise ValueError(f"noise levels must have shape [B, n] = {tuple(x.shape[:2])}, got {tuple(t.shape)}")
+        if cache.length and cache.keys[0].shape[0] != x.shape[0]:
+            raise ValueError(f"the cache holds a batch of {cache.keys[0].shape[0]} but x has {x.shape[0]}; use one cache per batch")
+        c = self.noise_embed(t, cond)
+        h = self.embed(x)
+        for i, block in enumerate(self.blocks):
+            h = block.forward_cached(h, c, cache, i, commit)
         shift, scale = self.final_ada(c).chunk(2, -1)
         return self.out(modulate(self.norm(h), shift, scale))

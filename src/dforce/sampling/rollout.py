@@ -10,13 +10,13 @@ context stays at ``context_level`` (0 = clean).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from dforce.diffusion.schedules import NoiseSchedule
-from dforce.sampling.sampler import Denoiser, Guidance, sample_window
+from dforce.sampling.sampler import Denoiser, Guidance, iter_sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
 
 STABILIZATION = ("noise", "relabel")
@@ -117,6 +117,38 @@ def rollout(
     ``cond`` [B, C + horizon, ...] holds external per-token conditions (covariates, actions) for
     every context and future token. Returns the new tokens [B, horizon, *token_shape].
     """
+    return torch.stack([tok for _, tok in iter_rollout(
+        denoise, token_shape=token_shape, horizon=horizon, window=window, schedule=schedule, config=config,
+        context=context, batch_size=batch_size, cond=cond, guidance=guidance, causal=causal, generator=generator,
+        device=device, dtype=dtype, progress=progress,
+    )], 1)
+
+
+def iter_rollout(
+    denoise: Denoiser,
+    *,
+    token_shape: Sequence[int],
+    horizon: int,
+    window: int,
+    schedule: NoiseSchedule,
+    config: SamplingConfig,
+    context: Optional[Tensor] = None,
+    batch_size: Optional[int] = None,
+    cond: Optional[Tensor] = None,
+    guidance: Optional[Guidance] = None,
+    causal: bool = True,
+    generator: Optional[torch.Generator] = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Iterator[tuple[int, Tensor]]:
+    """:func:`rollout` token by token: yields ``(h, token [B, *token_shape])`` for ``h = 0..horizon-1``
+    as soon as token ``h`` is clean (and all earlier ones are), with the same numbers as :func:`rollout`.
+
+    With a pyramid or autoregressive scheduling matrix the first tokens arrive after their own
+    ``steps`` rows, long before the window is finished. The yielded tensors are views of the
+    rollout's buffer and are never written again.
+    """
     config.check()
     if context is not None:
         if tuple(context.shape[2:]) != tuple(token_shape):
@@ -169,7 +201,9 @@ def rollout(
             wcond = cond[:, start : start + hist + new]
             if n_pad:
                 wcond = torch.cat([wcond, wcond.new_zeros(wcond.shape[0], n_pad, *wcond.shape[2:])], 1)
-        out = sample_window(
+        final = lv[0, 1:, hist : hist + new] == 0  # [R-1, new]: token clean after row r
+        emitted = 0
+        for r, x in iter_sample_window(
             denoise,
             x,
             lv,
@@ -184,7 +218,11 @@ def rollout(
             generator=generator,
             clip_x0=config.clip_x0,
             progress=progress and len(windows) == 1,
-        )
-        seq[:, start + hist : start + hist + new] = out[:, hist : hist + new]
-        generated[:, start + hist : start + hist + new] = True
-    return seq[:, ctx_len:]
+        ):
+            done = final[r] if r >= 0 else torch.ones(new, dtype=torch.bool, device=device)
+            while emitted < new and bool(done[emitted]):
+                h = start + hist + emitted
+                seq[:, h] = x[:, hist + emitted]
+                generated[:, h] = True
+                yield h - ctx_len, seq[:, h]
+                emitted += 1

@@ -21,7 +21,7 @@ noised afresh every row (``'fresh'``, replacement conditioning).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -136,6 +136,37 @@ def sample_window(
     Returns:
         The final window [B, W, ...]; known tokens hold their clean values.
     """
+    for _, x in iter_sample_window(
+        denoise, x, levels, schedule=schedule, eta=eta, guidance=guidance, cond=cond, known_mask=known_mask,
+        known_values=known_values, known_noise=known_noise, generated_mask=generated_mask, generator=generator,
+        clip_x0=clip_x0, progress=progress,
+    ):
+        pass
+    return x
+
+
+def iter_sample_window(
+    denoise: Denoiser,
+    x: Tensor,
+    levels: Tensor,
+    *,
+    schedule: NoiseSchedule,
+    eta: float = 0.0,
+    guidance: Optional[Guidance] = None,
+    cond: Any = None,
+    known_mask: Optional[Tensor] = None,
+    known_values: Optional[Tensor] = None,
+    known_noise: str = "relabel",
+    generated_mask: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    clip_x0: Optional[float] = None,
+    progress: bool = False,
+) -> Iterator[tuple[int, Tensor]]:
+    """:func:`sample_window` step by step: yields ``(r, x)`` after each row ``r`` (``x`` at ``levels[:, r + 1]``).
+
+    Tokens whose level has reached 0 are final from then on (streaming reads them early); the last
+    yield holds the finished window with known tokens restored to their clean values.
+    """
     if known_noise not in KNOWN_NOISE:
         raise ValueError(f"unknown known_noise {known_noise!r}; choose one of {list(KNOWN_NOISE)}")
     b, w = x.shape[:2]
@@ -170,6 +201,8 @@ def sample_window(
             moving = moving & ~known_mask
             x = torch.where(kmask, _known_inputs(known_values, t, known_noise, schedule, fixed_eps, generator), x)
         if not moving.any():
+            if r < rows - 2:
+                yield r, x
             continue
         info = StepInfo(r, schedule, s, known_mask, known_values, generated_mask, generator)
         x0_hat, eps_hat = guidance(denoise, x, t, cond, info)
@@ -180,6 +213,8 @@ def sample_window(
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32) if eta > 0 else None
         x_new = ddim_step(x, x0_hat, eps_hat, t, s, schedule, eta, noise)
         x = torch.where(expand_like(moving, x), x_new, x)
+        if r < rows - 2:
+            yield r, x
     if known_mask is not None:
         x = torch.where(kmask, known_values, x)
-    return x
+    yield rows - 2, x
