@@ -193,6 +193,7 @@ class DiffusionForcing(nn.Module):
         generator: Optional[torch.Generator] = None,
         precision: str = "fp32",
         progress: bool = False,
+        cache: str = "none",
         **overrides: Any,
     ) -> Tensor:
         """Generate ``horizon`` frames after ``context`` [B, C, *frame_shape].
@@ -201,8 +202,17 @@ class DiffusionForcing(nn.Module):
         its fields, e.g. ``schedule="pyramid", steps=20, eta=1.0, stabilization_level=0.02``.
         ``cond`` [B, C + horizon, ...] gives external conditions for every frame. ``seed`` makes
         the draw reproducible. ``precision='bf16'`` runs the backbone under bf16 autocast.
+        ``cache='window'`` (exact, same numbers) or ``'rolling'`` (each token encoded once, constant
+        memory) samples with a KV cache for causal transformers: see ``dforce.sampling.cached``.
         Returns frames [B, horizon, *frame_shape].
         """
+        if cache != "none":
+            from dforce.sampling.cached import cached_rollout
+
+            return cached_rollout(
+                self, context, horizon, config, batch_size=batch_size, cond=cond, guidance=guidance, seed=seed,
+                generator=generator, precision=precision, cache=cache, **overrides,
+            )
         unknown = set(overrides) - {f.name for f in fields(SamplingConfig)}
         if unknown:
             raise TypeError(f"unknown sampling option(s) {sorted(unknown)}; see dforce.SamplingConfig")
