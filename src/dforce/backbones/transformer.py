@@ -100,27 +100,24 @@ class Attention(nn.Module):
         past = cache.layer_length(layer)
         pos = torch.arange(past, past + n, device=x.device)
         q, k_rot = rotary(q, pos), rotary(k, pos)
-        if past:
-            k_all = torch.cat([cache.rotated_keys(layer), k_rot], 2)
-            v_all = torch.cat([cache.values[layer], v], 2)
-        else:
-            k_all, v_all = k_rot, v
+        k_all, v_all = cache.attend(layer, k_rot, v)
         if n == 1:
             out = F.scaled_dot_product_attention(q, k_all, v_all)
         else:
             mask = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
             out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
         if commit:
-            cache.append(layer, k, v, k_rot)
+            cache.commit(layer, k)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class KVCache:
-    """Keys and values of already encoded tokens, per layer, each [B, heads, L, head_dim].
+    """Keys and values of already encoded tokens, per layer, in buffers [B, heads, capacity, head_dim].
 
-    Keys are stored before the rotary embedding (``keys``) and, lazily, rotated with positions
-    ``0..L-1`` relative to the oldest cached token (``rotated_keys``). ``max_len`` bounds the
-    cache: appending past it drops the oldest tokens (a rolling window), so memory stays flat in
+    Keys are kept both before the rotary embedding and rotated with positions ``0..L-1`` counted
+    from the oldest cached token; new tokens are written into spare slots of the buffers, so a
+    step does not copy the cache. ``max_len`` bounds the cache: committing past it drops the
+    oldest tokens (a rolling window; the rest are re-rotated once), so memory stays flat in
     unbounded rollouts. Tokens enter the cache only through ``forward_cached(..., commit=True)``.
     """
 
@@ -128,37 +125,58 @@ class KVCache:
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1 (or None for an unbounded cache), got {max_len}")
         self.depth, self.max_len = depth, max_len
-        self.keys: list[Optional[Tensor]] = [None] * depth
-        self.values: list[Optional[Tensor]] = [None] * depth
-        self._rot: list[Optional[Tensor]] = [None] * depth
+        self.clear()
+
+    def clear(self) -> None:
+        self._len = [0] * self.depth
+        self._raw: list[Optional[Tensor]] = [None] * self.depth  # keys before rotary
+        self._rot: list[Optional[Tensor]] = [None] * self.depth  # rotated keys
+        self._val: list[Optional[Tensor]] = [None] * self.depth
 
     @property
     def length(self) -> int:
-        """Cached tokens (of the last layer: equal for all layers between forward calls)."""
-        return self.layer_length(self.depth - 1)
+        """Cached tokens (equal for all layers between forward calls)."""
+        return self._len[-1]
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        return None if self._val[0] is None else self._val[0].shape[0]
 
     def layer_length(self, layer: int) -> int:
-        return 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+        return self._len[layer]
 
     def nbytes(self) -> int:
-        """Bytes held by the cache (keys, values and rotated keys)."""
-        return sum(t.numel() * t.element_size() for ts in (self.keys, self.values, self._rot) for t in ts if t is not None)
+        """Bytes held by the cache buffers."""
+        return sum(t.numel() * t.element_size() for ts in (self._raw, self._rot, self._val) for t in ts if t is not None)
 
-    def rotated_keys(self, layer: int) -> Tensor:
-        if self._rot[layer] is None:
-            k = self.keys[layer]
-            self._rot[layer] = rotary(k, torch.arange(k.shape[2], device=k.device))
-        return self._rot[layer]
+    def _reserve(self, layer: int, like: Tensor, size: int) -> None:
+        buf = self._val[layer]
+        cap = 0 if buf is None else buf.shape[2]
+        if size <= cap and buf.dtype == like.dtype:
+            return
+        new_cap = max(size, 2 * cap, 16)
+        if self.max_len is not None:
+            new_cap = max(size, min(new_cap, self.max_len + (size - self._len[layer])))
+        n = self._len[layer]
+        for store in (self._raw, self._rot, self._val):
+            old = store[layer]
+            store[layer] = like.new_empty(*like.shape[:2], new_cap, like.shape[3])
+            if n and old is not None:
+                store[layer][:, :, :n] = old[:, :, :n]
 
-    def append(self, layer: int, k: Tensor, v: Tensor, k_rot: Optional[Tensor] = None) -> None:
-        """Append the keys (before rotary) and values of new tokens to one layer."""
-        if self.keys[layer] is None:
-            self.keys[layer], self.values[layer], self._rot[layer] = k, v, k_rot
-        else:
-            rot = self._rot[layer]
-            self.keys[layer] = torch.cat([self.keys[layer], k], 2)
-            self.values[layer] = torch.cat([self.values[layer], v], 2)
-            self._rot[layer] = None if rot is None or k_rot is None else torch.cat([rot, k_rot], 2)
+    def attend(self, layer: int, k_rot: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the new tokens' rotated keys and values after the cached ones; views of all [B, H, L+n, Dh]."""
+        n, past = k_rot.shape[2], self._len[layer]
+        self._reserve(layer, v, past + n)
+        self._rot[layer][:, :, past : past + n] = k_rot
+        self._val[layer][:, :, past : past + n] = v
+        return self._rot[layer][:, :, : past + n], self._val[layer][:, :, : past + n]
+
+    def commit(self, layer: int, k: Tensor) -> None:
+        """Keep the tokens last passed to :meth:`attend` (``k``: their keys before rotary)."""
+        n, past = k.shape[2], self._len[layer]
+        self._raw[layer][:, :, past : past + n] = k
+        self._len[layer] = past + n
         if layer == self.depth - 1 and self.max_len is not None and self.length > self.max_len:
             self.drop_front(self.length - self.max_len)
 
@@ -167,25 +185,18 @@ class KVCache:
         if n <= 0:
             return
         for i in range(self.depth):
-            if self.keys[i] is not None:
-                self.keys[i] = self.keys[i][:, :, n:].contiguous()
-                self.values[i] = self.values[i][:, :, n:].contiguous()
-            self._rot[i] = None  # positions changed: rotate again on next use
+            keep = self._len[i] - n
+            if keep <= 0:
+                self._len[i] = 0
+                continue
+            self._raw[i][:, :, :keep] = self._raw[i][:, :, n : n + keep].clone()
+            self._val[i][:, :, :keep] = self._val[i][:, :, n : n + keep].clone()
+            self._rot[i][:, :, :keep] = rotary(self._raw[i][:, :, :keep], torch.arange(keep, device=self._raw[i].device))
+            self._len[i] = keep
 
     def truncate(self, n: int) -> None:
         """Keep only the ``n`` oldest tokens."""
-        if n >= self.length:
-            return
-        if n <= 0:
-            self.clear()
-            return
-        for i in range(self.depth):
-            self.keys[i], self.values[i] = self.keys[i][:, :, :n], self.values[i][:, :, :n]
-            if self._rot[i] is not None:
-                self._rot[i] = self._rot[i][:, :, :n]
-
-    def clear(self) -> None:
-        self.keys, self.values, self._rot = [None] * self.depth, [None] * self.depth, [None] * self.depth
+        self._len = [max(0, min(n, length)) for length in self._len]
 
 
 class Block(nn.Module):
@@ -283,8 +294,8 @@ class Transformer(nn.Module):
             raise ValueError(f"expected tokens [B, n, {self.dim}], got {tuple(x.shape)}")
         if t.shape != x.shape[:2]:
             raise ValueError(f"noise levels must have shape [B, n] = {tuple(x.shape[:2])}, got {tuple(t.shape)}")
-        if cache.length and cache.keys[0].shape[0] != x.shape[0]:
-            raise ValueError(f"the cache holds a batch of {cache.keys[0].shape[0]} but x has {x.shape[0]}; use one cache per batch")
+        if cache.length and cache.batch_size != x.shape[0]:
+            raise ValueError(f"the cache holds a batch of {cache.batch_size} but x has {x.shape[0]}; use one cache per batch")
         c = self.noise_embed(t, cond)
         h = self.embed(x)
         for i, block in enumerate(self.blocks):

@@ -1,0 +1,321 @@
+"""Speed benchmark: cached vs uncached rollout, time to first token, training MFU.
+
+    PYTHONPATH=src python benchmarks/speed.py            # ~10-15 min on the 2-core dev machine
+    PYTHONPATH=src python benchmarks/speed.py --quick    # smoke run, ~1 min
+
+Writes ``benchmarks/results/speed.json`` and ``benchmarks/results/speed.md``. Every ratio is
+measured in the same process, on the same thread count. See ``docs/speed.md`` for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from dforce import DiffusionForcing, Transformer
+from dforce.sampling.cached import stream
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def rss_peak_mb() -> float:
+    """High-water mark of this process's resident set (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------- matmul peak
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """Best-of-``reps`` FLOP/s of an ``n x n`` matmul in ``dtype`` (2 n^3 FLOPs)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+# ---------------------------------------------------------------------------------- training
+def linear_params(module: torch.nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def train_flops(model: DiffusionForcing, batch: int, seq: int) -> float:
+    """FLOPs of one training step: ``6 N B T + 12 L d B T^2``.
+
+    ``N`` = weights of every matmul (nn.Linear) applied per token, ``L`` = depth, ``d`` = width:
+    forward 2 N per token plus 2 T d per token per layer for each of ``QK^T`` and ``AV`` (counted
+    without the causal half, as in the PaLM MFU convention); backward twice the forward.
+    """
+    bb = model.backbone
+    n = linear_params(bb)
+    depth, width = len(bb.blocks), bb.embed.out_features
+    return 6 * n * batch * seq + 12 * depth * width * batch * seq**2
+
+
+def bench_training(precision: str, width: int, depth: int, seq: int, batch: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = DiffusionForcing(Transformer(dim=16, width=width, depth=depth, heads=width // 64), window=seq)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, seq, 16)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model.loss(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    best, mean = min(times), sum(times) / len(times)
+    flops = train_flops(model, batch, seq)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "matmul_params": linear_params(model.backbone),
+        "flops_per_step": flops,
+        "step_s_best": best,
+        "step_s_mean": mean,
+        "tokens_per_s": batch * seq / best,
+        "achieved_flops_per_s": flops / best,
+    }
+
+
+# ---------------------------------------------------------------------------------- rollout
+def rollout_model(width: int, depth: int, window: int) -> DiffusionForcing:
+    torch.manual_seed(0)
+    bb = Transformer(dim=16, width=width, depth=depth, heads=4)
+    with torch.no_grad():  # adaLN-Zero: give the untrained model non-trivial weights (speed only)
+        for p in bb.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return DiffusionForcing(bb, window=window).eval()
+
+
+def timed_stream(model, marks: list[int], batch: int, steps: int, cache: str, window: int) -> dict:
+    """One rollout of ``max(marks)`` tokens; wall time and RSS high-water at each mark.
+
+    A rollout of ``L`` tokens is exactly the first ``L`` tokens of a longer one (same seed, one
+    token per window), so the time to reach mark ``L`` is the time of a length-``L`` rollout.
+    """
+    # warm-up (allocator, kernels) on a short rollout, then the baseline memory
+    for _ in stream(model, batch_size=batch, horizon=4, steps=steps, chunk_size=1, history_len=window - 1, cache=cache, seed=1):
+        pass
+    base = rss_peak_mb()
+    stats: dict = {}
+    out, marks_left = {}, sorted(marks)
+    stamps = []
+    t0 = time.perf_counter()
+    it = stream(model, batch_size=batch, horizon=max(marks), steps=steps, chunk_size=1, history_len=window - 1, cache=cache, seed=0, stats=stats)
+    for i, _ in enumerate(it, 1):
+        now = time.perf_counter() - t0
+        stamps.append(now)
+        if i == marks_left[0]:
+            out[i] = {"seconds": now, "peak_rss_delta_mb": rss_peak_mb() - base, "cache_bytes": stats.get("cache_bytes", 0), "evaluated_tokens": stats.get("evaluated_tokens")}
+            marks_left.pop(0)
+            if not marks_left:
+                break
+    return {"marks": out, "stamps": stamps}
+
+
+def bench_rollout(args) -> dict:
+    model = rollout_model(args.width, args.roll_depth, args.window)
+    lengths = args.lengths
+    kw = dict(batch=args.batch, steps=args.steps, window=args.window)
+    res = {"config": {"width": args.width, "depth": args.roll_depth, "heads": 4, "token_dim": 16, "window": args.window,
+                      "steps": args.steps, "batch": args.batch, "schedule": "autoregressive", "chunk_size": 1,
+                      "history_len": args.window - 1, "precision": "fp32"}}
+    print("rollout: rolling cache ...", flush=True)
+    rolling = timed_stream(model, lengths, cache="rolling", **kw)
+    window_marks = [n for n in lengths if n <= args.window_max]
+    print("rollout: window cache ...", flush=True)
+    window = timed_stream(model, window_marks, cache="window", **kw)
+    # uncached: measured for the first `uncached_max` tokens; past that, tokens cost the same
+    # (every window holds `window` tokens), so longer lengths are extrapolated from the measured
+    # steady-state time per token (tokens window..uncached_max), and labelled so.
+    print("rollout: uncached ...", flush=True)
+    un_marks = sorted({n for n in lengths if n <= args.uncached_max} | {args.uncached_max})
+    uncached = timed_stream(model, un_marks, cache="none", **kw)
+    st = uncached["stamps"]
+    steady = (st[args.uncached_max - 1] - st[args.window - 1]) / (args.uncached_max - args.window)
+    wst = window["stamps"]
+    w_steady = (wst[-1] - wst[args.window - 1]) / (len(wst) - args.window)
+    rows = []
+    for n in lengths:
+        c = rolling["marks"][n]
+        if n in uncached["marks"]:
+            u_s, u_how = uncached["marks"][n]["seconds"], "measured"
+        else:
+            u_s = uncached["marks"][args.uncached_max]["seconds"] + (n - args.uncached_max) * steady
+            u_how = f"extrapolated: measured {args.uncached_max} tokens + {n - args.uncached_max} x steady {steady * 1e3:.1f} ms/token"
+        if n in window["marks"]:
+            w_s, w_how = window["marks"][n]["seconds"], "measured"
+        else:
+            w_s = window["marks"][max(window_marks)]["seconds"] + (n - max(window_marks)) * w_steady
+            w_how = "extrapolated from the steady ms/token"
+        rows.append({
+            "length": n,
+            "cached_tokens_per_s": n / c["seconds"],
+            "uncached_tokens_per_s": n / u_s,
+            "speedup": u_s / c["seconds"],
+            "cached_peak_mem_mb": c["peak_rss_delta_mb"],
+            "cached_cache_mb": c["cache_bytes"] / 2**20,
+            "cached_seconds": c["seconds"],
+            "uncached_seconds": u_s,
+            "uncached_how": u_how,
+            "window_cached_tokens_per_s": n / w_s,
+            "window_speedup": u_s / w_s,
+            "window_how": w_how,
+        })
+        print(f"  L={n}: rolling {n / c['seconds']:.1f} tok/s, window {n / w_s:.1f}, uncached {n / u_s:.2f} ({u_how}); "
+              f"speedup {u_s / c['seconds']:.1f}x / {u_s / w_s:.1f}x; peak RSS +{c['peak_rss_delta_mb']:.1f} MB", flush=True)
+    res["rows"] = rows
+    res["uncached_steady_ms_per_token"] = steady * 1e3
+    res["window_steady_ms_per_token"] = w_steady * 1e3
+    rs = rolling["stamps"]
+    res["rolling_ms_per_token_by_quarter"] = [
+        1e3 * (rs[min(len(rs), (q + 1) * len(rs) // 4) - 1] - (rs[q * len(rs) // 4 - 1] if q else 0.0)) / (len(rs) // 4) for q in range(4)
+    ]
+    return res
+
+
+# ---------------------------------------------------------------------------------- time to first token
+def bench_ttft(args) -> list[dict]:
+    model = rollout_model(args.width, args.roll_depth, args.window)
+    h = args.ttft_horizon
+    cases = [
+        ("full_sequence", dict(schedule="full_sequence", history_len=0), "window"),
+        ("pyramid (u=1)", dict(schedule="pyramid", history_len=0), "window"),
+        ("autoregressive, in one window", dict(schedule="autoregressive", history_len=0), "window"),
+        ("autoregressive, one token per window", dict(schedule="autoregressive", chunk_size=1), "rolling"),
+    ]
+    out = []
+    for name, kw, cache in cases:
+        for c in (cache, "none"):
+            stats: dict = {}
+            t0 = time.perf_counter()
+            it = stream(model, batch_size=args.batch, horizon=h, steps=args.steps, cache=c, seed=0, stats=stats, **kw)
+            next(it)
+            first = time.perf_counter() - t0
+            first_evals = stats.get("evaluated_tokens", 0)
+            for _ in it:
+                pass
+            total = time.perf_counter() - t0
+            out.append({"schedule": name, "cache": c, "tokens": h, "ttft_s": first, "total_s": total,
+                        "ttft_fraction": first / total, "evaluated_tokens_at_first": first_evals})
+            print(f"  ttft {name} [{c}]: first {first:.2f}s of {total:.2f}s", flush=True)
+    return out
+
+
+def markdown(res: dict) -> str:
+    m = res["meta"]
+    lines = [
+        "# dforce speed benchmark",
+        "",
+        f"Machine: {m['machine']}; {m['threads']} torch thread(s); {m['date']}; torch {m['torch']}. "
+        f"Shared machine: {m['note']} Wall time of this run: {m['wall_s'] / 60:.1f} min. No GPU was lent to this task, so there are no GPU numbers.",
+        "",
+        "## Autoregressive rollout, window 64",
+        "",
+        "Config: " + ", ".join(f"{k}={v}" for k, v in res["rollout"]["config"].items()) + ". "
+        "`cached` = rolling KV cache (each token encoded once, constant memory); `window` = exact window cache "
+        "(same numbers as uncached); peak memory = growth of the process RSS high-water mark "
+        "(`getrusage ru_maxrss`) over a warmed-up baseline, during the cached rollout; `cache MB` = bytes held by the KV cache.",
+        "",
+        "| length | cached tok/s | window-cache tok/s | uncached tok/s | speedup (cached) | speedup (window) | cached peak RSS MB | cache MB | uncached measured? |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in res["rollout"]["rows"]:
+        lines.append(
+            f"| {r['length']} | {r['cached_tokens_per_s']:.1f} | {r['window_cached_tokens_per_s']:.1f} | {r['uncached_tokens_per_s']:.2f} | "
+            f"{r['speedup']:.1f}x | {r['window_speedup']:.1f}x | {r['cached_peak_mem_mb']:.1f} | {r['cached_cache_mb']:.2f} | {r['uncached_how']}; window: {r['window_how']} |"
+        )
+    q = res["rollout"]["rolling_ms_per_token_by_quarter"]
+    lines += ["", f"Cached ms/token in each quarter of the longest rollout (flat = time linear in length): {', '.join(f'{v:.1f}' for v in q)}.", ""]
+    lines += ["## Time to first token (streaming)", "", f"{res['ttft'][0]['tokens']} tokens, batch {res['rollout']['config']['batch']}, {res['rollout']['config']['steps']} steps.", "",
+              "| schedule | cache | first token s | all tokens s | first / all |", "|---|---|---:|---:|---:|"]
+    for r in res["ttft"]:
+        lines.append(f"| {r['schedule']} | {r['cache']} | {r['ttft_s']:.2f} | {r['total_s']:.2f} | {r['ttft_fraction']:.2f} |")
+    tr = res["training"]
+    lines += ["", "## Training throughput and MFU", "",
+              f"Transformer width {tr['config']['width']}, depth {tr['config']['depth']}, {tr['config']['seq']} tokens per sequence, batch {tr['config']['batch']}, AdamW; "
+              "FLOPs per step = 6 N B T + 12 L d B T^2 (N = matmul weights, L = depth, d = width; attention counted in full). "
+              "Peak = best 2048x2048 matmul in the same dtype, same run, same threads.", "",
+              "| precision | tokens/s | achieved GFLOP/s | matmul peak GFLOP/s | MFU |", "|---|---:|---:|---:|---:|"]
+    for p in ("fp32", "bf16"):
+        r = tr[p]
+        lines.append(f"| {p} | {r['tokens_per_s']:.0f} | {r['achieved_flops_per_s'] / 1e9:.1f} | {r['peak_flops_per_s'] / 1e9:.1f} | {100 * r['mfu']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for everything (peak included)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    # rollout settings
+    args.width, args.roll_depth, args.window, args.steps, args.batch = 128, 4, 64, 10, 4
+    args.lengths = [64, 256, 1024, 4096]
+    args.window_max, args.uncached_max, args.ttft_horizon = 1024, 128, 64
+    tr_cfg = dict(width=512, depth=8, seq=256, batch=4, steps=4)
+    if args.quick:
+        args.lengths, args.window_max, args.uncached_max, args.steps = [16, 32, 64], 64, 24, 3
+        args.window, args.ttft_horizon = 8, 8
+        tr_cfg = dict(width=128, depth=2, seq=64, batch=2, steps=2)
+    start = time.perf_counter()
+    res: dict = {}
+    print("rollout ...", flush=True)
+    res["rollout"] = bench_rollout(args)
+    print("time to first token ...", flush=True)
+    res["ttft"] = bench_ttft(args)
+    print("training ...", flush=True)
+    res["training"] = {"config": tr_cfg}
+    for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peak = matmul_peak(dtype)
+        r = bench_training(p, **tr_cfg)
+        peak = max(peak, matmul_peak(dtype))  # best of before and after, so load spikes do not inflate MFU
+        r["peak_flops_per_s"] = peak
+        r["mfu"] = r["achieved_flops_per_s"] / peak
+        res["training"][p] = r
+        print(f"  {p}: {r['tokens_per_s']:.0f} tok/s, {r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s of peak {peak / 1e9:.1f}: MFU {100 * r['mfu']:.1f}%", flush=True)
+    res["meta"] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "threads": args.threads,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__,
+        "load_average": os.getloadavg(),
+        "note": f"2 cores shared by several engineers (load average {os.getloadavg()[0]:.1f} at the end); absolute numbers vary run to run, ratios within one run are the result.",
+        "wall_s": time.perf_counter() - start,
+        "quick": args.quick,
+        "gpu": "not available to this task",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "speed_quick" if args.quick else "speed"
+    atomic_write(args.out / f"{name}.json", json.dumps(res, indent=2))
+    atomic_write(args.out / f"{name}.md", markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
