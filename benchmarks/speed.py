@@ -275,7 +275,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     # rollout settings
-    args.width, args.roll_depth, args.window, args.steps, args.batch = 128, 4, 64, 10, 4
+    args.width, args.roll_depth, args.window, args.steps, args.batch = 128, 4, 64, 10, 8
     args.lengths = [64, 256, 1024, 4096]
     args.window_max, args.uncached_max, args.ttft_horizon = 1024, 128, 64
     tr_cfg = dict(width=512, depth=8, seq=256, batch=4, steps=4)
