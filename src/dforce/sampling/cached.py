@@ -65,6 +65,11 @@ def _x0_eps(model: Any, pred: Tensor, x: Tensor, t: Tensor) -> tuple[Tensor, Ten
     return to_x0_eps(model.parametrization, pred, x.float(), expand_like(alpha, pred), expand_like(sigma, pred))
 
 
+def _maybe_compile(fn: Callable, compile: bool) -> Callable:
+    """``torch.compile(fn, dynamic=True)`` when asked (cache lengths vary, so shapes are dynamic)."""
+    return torch.compile(fn, dynamic=True) if compile else fn
+
+
 def _check_cacheable(model: Any) -> None:
     bb = model.backbone
     if not model.causal:
@@ -91,9 +96,10 @@ class CachedDenoiser:
     come back as zeros); :class:`TrimTrailing` sets it from the sampler's step info.
     """
 
-    def __init__(self, model: Any, precision: str = "fp32") -> None:
+    def __init__(self, model: Any, precision: str = "fp32", compile: bool = False) -> None:
         _check_cacheable(model)
         self.model, self.precision = model, precision
+        self.forward_cached = _maybe_compile(model.backbone.forward_cached, compile)
         self.cache = model.backbone.new_cache()
         self.inputs: Optional[tuple[Tensor, Tensor, Optional[Tensor]]] = None
         self.pred: Optional[Tensor] = None
@@ -122,7 +128,7 @@ class CachedDenoiser:
         if p < q:
             self.cache.truncate(p)
             with _autocast(x.device, self.precision):
-                new = self.model.backbone.forward_cached(
+                new = self.forward_cached(
                     x[:, p:q], t[:, p:q], None if cond is None else cond[:, p:q], cache=self.cache, commit=True
                 )
             self.evaluated_tokens += x.shape[0] * (q - p)
@@ -171,6 +177,7 @@ def _iter_rolling(
     device: torch.device,
     precision: str,
     stats: Optional[dict] = None,
+    compile: bool = False,
 ) -> Iterator[tuple[int, Tensor]]:
     """One new token per step, history in a rolling KV cache of ``window - 1`` tokens (tokens [B, D])."""
     window, bb, sched = model.window, model.backbone, model.noise_schedule
@@ -185,6 +192,7 @@ def _iter_rolling(
     token_shape = tuple(model.token_shape)
     ctx_len = 0 if context is None else context.shape[1]
     cache = bb.new_cache(max_len=window - 1)
+    run = _maybe_compile(bb.forward_cached, compile)
     noise_mode = config.stabilization == "noise"
     prev: Optional[Tensor] = None
     evaluated = 0
@@ -195,7 +203,7 @@ def _iter_rolling(
         if eps is not None:
             x = sched.q_sample(x, tt, eps)
         with _autocast(device, precision):
-            bb.forward_cached(x, tt, c, cache=cache, commit=True)
+            run(x, tt, c, cache=cache, commit=True)
         evaluated += x.shape[0] * x.shape[1]
 
     for i in range(horizon):
@@ -218,7 +226,7 @@ def _iter_rolling(
             t = t_val.expand(batch_size, 1)
             s = s_val.expand(batch_size, 1)
             with _autocast(device, precision):
-                pred = bb.forward_cached(x, t, c, cache=cache, commit=False)
+                pred = run(x, t, c, cache=cache, commit=False)
             evaluated += batch_size
             x0_hat, eps_hat = _x0_eps(model, pred, x, t)
             if config.clip_x0 is not None:
@@ -258,6 +266,7 @@ def stream(
     precision: str = "fp32",
     cache: str = "window",
     stats: Optional[dict] = None,
+    compile: bool = False,
     **overrides: Any,
 ) -> Iterator[Tensor]:
     """Yield the ``horizon`` frames after ``context`` [B, C, *frame_shape] one by one, each [B, *frame_shape].
@@ -266,8 +275,9 @@ def stream(
     together). Arguments are those of ``model.sample``; ``cache`` is ``window`` (exact, default),
     ``rolling`` (each token encoded once, constant memory: see the module doc) or ``none`` (the
     uncached sliding window). ``stats`` (a dict) receives ``evaluated_tokens`` (network token
-    evaluations) as sampling goes. Runs under ``torch.inference_mode`` unless a guidance object is
-    given (guidance may need gradients).
+    evaluations) as sampling goes. ``compile=True`` runs the network through
+    ``torch.compile(dynamic=True)`` (first calls are slow while it compiles). Runs under
+    ``torch.inference_mode`` unless a guidance object is given (guidance may need gradients).
     """
     if cache not in CACHES:
         raise ValueError(f"unknown cache {cache!r}; choose one of {list(CACHES)}")
@@ -306,18 +316,20 @@ def stream(
             raise ValueError("cache='rolling' runs one token at a time and takes no guidance; use cache='window'")
         gen = _iter_rolling(
             model, horizon=horizon // k, config=config, context=context, batch_size=batch_size, cond=cond,
-            generator=generator, device=device, precision=precision, stats=stats,
+            generator=generator, device=device, precision=precision, stats=stats, compile=compile,
         )
     else:
         if cache == "window":
-            denoise = CachedDenoiser(model, precision)
+            denoise = CachedDenoiser(model, precision, compile)
             hook = guidance if guidance is not None else TrimTrailing(denoise)
         else:
+            net = _maybe_compile(model.denoise, compile)
+
             def denoise(x: Tensor, t: Tensor, c: Any) -> tuple[Tensor, Tensor]:
                 with _autocast(device, precision):
                     if stats is not None:
                         stats["evaluated_tokens"] = stats.get("evaluated_tokens", 0) + x.shape[0] * x.shape[1]
-                    return model.denoise(x, t, c)
+                    return net(x, t, c)
 
             hook = guidance
         gen = iter_rollout(
