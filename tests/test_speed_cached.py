@@ -35,8 +35,7 @@ def test_forward_cached_matches_forward_in_pieces():
     assert (out - one(x[:, 4:8], t[:, 4:8])[:, -1:]).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("stabilization", ["noise", "relabel"])
-@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("stabilization, eta", [("noise", 1.0), ("relabel", 0.0)])
 def test_window_cache_equals_uncached_autoregressive_past_the_window(stabilization, eta):
     model = make_model()
     ctx = torch.randn(2, 3, 3)
@@ -52,7 +51,7 @@ def test_window_cache_equals_uncached_autoregressive_past_the_window(stabilizati
     assert stats["cache_tokens"] <= W
 
 
-@pytest.mark.parametrize("schedule", ["pyramid", "full_sequence", "autoregressive"])
+@pytest.mark.parametrize("schedule", ["pyramid", "full_sequence"])
 def test_window_cache_equals_uncached_for_any_schedule_and_chunk(schedule):
     model = make_model(cond_dim=0)
     kw = dict(steps=3, schedule=schedule, eta=1.0)
@@ -70,8 +69,7 @@ def test_window_cache_with_conditions_and_guidance():
     assert (cached_rollout(model, ctx, 10, seed=0, **kw) - ref).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_rolling_cache_is_exact_within_the_window(eta):
+def test_rolling_cache_is_exact_within_the_window(eta=1.0):
     model = make_model()
     ctx = torch.randn(2, 2, 3)
     kw = dict(steps=5, chunk_size=1, history_len=W - 1, stabilization="relabel", eta=eta)

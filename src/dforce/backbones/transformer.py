@@ -57,12 +57,19 @@ class NoiseLevelEmbedding(nn.Module):
 
 def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate pairs of channels of ``x`` [B, H, T, Dh] by angles ``positions * freq``."""
-    dh = x.shape[-1]
-    freqs = base ** (-torch.arange(0, dh, 2, device=x.device, dtype=torch.float32) / dh)
+    return apply_rotary(x, *rotary_cos_sin(positions, x.shape[-1], x.dtype, base))
+
+
+def rotary_cos_sin(positions: Tensor, dh: int, dtype: torch.dtype, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """Cosines and sines of the rotary angles for ``positions`` [T] or [B, T]: each [T, Dh/2] or [B, 1, T, Dh/2]."""
+    freqs = base ** (-torch.arange(0, dh, 2, device=positions.device, dtype=torch.float32) / dh)
     ang = positions.float()[..., None] * freqs  # [T, Dh/2] or [B, T, Dh/2]
     if ang.dim() == 3:
         ang = ang[:, None]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
 
@@ -98,8 +105,8 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         past = cache.layer_length(layer)
-        pos = torch.arange(past, past + n, device=x.device)
-        q, k_rot = rotary(q, pos), rotary(k, pos)
+        cos, sin = cache.cos_sin(past, n, q.shape[-1], q.dtype, q.device)
+        q, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         k_all, v_all = cache.attend(layer, k_rot, v)
         if n == 1:
             out = F.scaled_dot_product_attention(q, k_all, v_all)
@@ -132,6 +139,7 @@ class KVCache:
         self._raw: list[Optional[Tensor]] = [None] * self.depth  # keys before rotary
         self._rot: list[Optional[Tensor]] = [None] * self.depth  # rotated keys
         self._val: list[Optional[Tensor]] = [None] * self.depth
+        self._cs_key: Optional[tuple] = None
 
     @property
     def length(self) -> int:
@@ -144,6 +152,13 @@ class KVCache:
 
     def layer_length(self, layer: int) -> int:
         return self._len[layer]
+
+    def cos_sin(self, start: int, n: int, dh: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Rotary tables for positions ``start..start+n-1``, memoised (the same for every layer and step)."""
+        key = (start, n, dh, dtype, device)
+        if self._cs_key != key:
+            self._cs_key, self._cs = key, rotary_cos_sin(torch.arange(start, start + n, device=device), dh, dtype)
+        return self._cs
 
     def nbytes(self) -> int:
         """Bytes held by the cache buffers."""
