@@ -111,30 +111,31 @@ def rollout_model(width: int, depth: int, window: int) -> DiffusionForcing:
     return DiffusionForcing(bb, window=window).eval()
 
 
-def timed_stream(model, marks: list[int], batch: int, steps: int, cache: str, window: int) -> dict:
+def timed_stream(model, marks: list[int], batch: int, steps: int, cache: str, window: int, precision: str = "fp32") -> dict:
     """One rollout of ``max(marks)`` tokens; wall time and RSS high-water at each mark.
 
     A rollout of ``L`` tokens is exactly the first ``L`` tokens of a longer one (same seed, one
     token per window), so the time to reach mark ``L`` is the time of a length-``L`` rollout.
     """
     # warm-up (allocator, kernels) on a short rollout, then the baseline memory
-    for _ in stream(model, batch_size=batch, horizon=4, steps=steps, chunk_size=1, history_len=window - 1, cache=cache, seed=1):
+    for _ in stream(model, batch_size=batch, horizon=4, steps=steps, chunk_size=1, history_len=window - 1, cache=cache, seed=1, precision=precision):
         pass
     base = rss_peak_mb()
     stats: dict = {}
     out, marks_left = {}, sorted(marks)
-    stamps = []
-    t0 = time.perf_counter()
-    it = stream(model, batch_size=batch, horizon=max(marks), steps=steps, chunk_size=1, history_len=window - 1, cache=cache, seed=0, stats=stats)
+    stamps, cpu_stamps = [], []
+    t0, c0 = time.perf_counter(), time.process_time()
+    it = stream(model, batch_size=batch, horizon=max(marks), steps=steps, chunk_size=1, history_len=window - 1, cache=cache, seed=0, stats=stats, precision=precision)
     for i, _ in enumerate(it, 1):
-        now = time.perf_counter() - t0
+        now, cpu = time.perf_counter() - t0, time.process_time() - c0
         stamps.append(now)
+        cpu_stamps.append(cpu)
         if i == marks_left[0]:
-            out[i] = {"seconds": now, "peak_rss_delta_mb": rss_peak_mb() - base, "cache_bytes": stats.get("cache_bytes", 0), "evaluated_tokens": stats.get("evaluated_tokens")}
+            out[i] = {"seconds": now, "cpu_seconds": cpu, "peak_rss_delta_mb": rss_peak_mb() - base, "cache_bytes": stats.get("cache_bytes", 0), "evaluated_tokens": stats.get("evaluated_tokens")}
             marks_left.pop(0)
             if not marks_left:
                 break
-    return {"marks": out, "stamps": stamps}
+    return {"marks": out, "stamps": stamps, "cpu_stamps": cpu_stamps}
 
 
 def bench_rollout(args) -> dict:
@@ -157,6 +158,8 @@ def bench_rollout(args) -> dict:
     uncached = timed_stream(model, un_marks, cache="none", **kw)
     st = uncached["stamps"]
     steady = (st[args.uncached_max - 1] - st[args.window - 1]) / (args.uncached_max - args.window)
+    cst = uncached["cpu_stamps"]
+    steady_cpu = (cst[args.uncached_max - 1] - cst[args.window - 1]) / (args.uncached_max - args.window)
     wst = window["stamps"]
     w_steady = (wst[-1] - wst[args.window - 1]) / (len(wst) - args.window)
     rows = []
@@ -167,6 +170,8 @@ def bench_rollout(args) -> dict:
         else:
             u_s = uncached["marks"][args.uncached_max]["seconds"] + (n - args.uncached_max) * steady
             u_how = f"extrapolated: measured {args.uncached_max} tokens + {n - args.uncached_max} x steady {steady * 1e3:.1f} ms/token"
+        u_cpu = (uncached["marks"][n]["cpu_seconds"] if n in uncached["marks"]
+                 else uncached["marks"][args.uncached_max]["cpu_seconds"] + (n - args.uncached_max) * steady_cpu)
         if n in window["marks"]:
             w_s, w_how = window["marks"][n]["seconds"], "measured"
         else:
@@ -185,16 +190,26 @@ def bench_rollout(args) -> dict:
             "window_cached_tokens_per_s": n / w_s,
             "window_speedup": u_s / w_s,
             "window_how": w_how,
+            "cached_cpu_seconds": c["cpu_seconds"],
+            "uncached_cpu_seconds": u_cpu,
+            "speedup_cpu_time": u_cpu / c["cpu_seconds"],
         })
         print(f"  L={n}: rolling {n / c['seconds']:.1f} tok/s, window {n / w_s:.1f}, uncached {n / u_s:.2f} ({u_how}); "
               f"speedup {u_s / c['seconds']:.1f}x / {u_s / w_s:.1f}x; peak RSS +{c['peak_rss_delta_mb']:.1f} MB", flush=True)
     res["rows"] = rows
     res["uncached_steady_ms_per_token"] = steady * 1e3
     res["window_steady_ms_per_token"] = w_steady * 1e3
-    rs = rolling["stamps"]
-    res["rolling_ms_per_token_by_quarter"] = [
-        1e3 * (rs[min(len(rs), (q + 1) * len(rs) // 4) - 1] - (rs[q * len(rs) // 4 - 1] if q else 0.0)) / (len(rs) // 4) for q in range(4)
-    ]
+    for key, name in (("stamps", "rolling_ms_per_token_by_quarter"), ("cpu_stamps", "rolling_cpu_ms_per_token_by_quarter")):
+        rs = rolling[key]
+        res[name] = [1e3 * (rs[(q + 1) * len(rs) // 4 - 1] - (rs[q * len(rs) // 4 - 1] if q else 0.0)) / (len(rs) // 4) for q in range(4)]
+    # bf16 autocast for the cached rollout (same model; steady state after the window fills)
+    n = args.bf16_len
+    prec = {}
+    for p in ("fp32", "bf16"):
+        r = timed_stream(model, [n], cache="rolling", precision=p, **kw)
+        prec[p] = {"tokens": n, "seconds": r["marks"][n]["seconds"], "cpu_seconds": r["marks"][n]["cpu_seconds"]}
+        print(f"  rolling {p}: {n / r['marks'][n]['seconds']:.1f} tok/s (cpu {n / r['marks'][n]['cpu_seconds']:.1f})", flush=True)
+    res["precision"] = prec
     return res
 
 
@@ -234,23 +249,30 @@ def markdown(res: dict) -> str:
         f"Machine: {m['machine']}; {m['threads']} torch thread(s); {m['date']}; torch {m['torch']}. "
         f"Shared machine: {m['note']} Wall time of this run: {m['wall_s'] / 60:.1f} min. No GPU was lent to this task, so there are no GPU numbers.",
         "",
-        "## Autoregressive rollout, window 64",
+        f"## Autoregressive rollout, window {res['rollout']['config']['window']}",
         "",
         "Config: " + ", ".join(f"{k}={v}" for k, v in res["rollout"]["config"].items()) + ". "
         "`cached` = rolling KV cache (each token encoded once, constant memory); `window` = exact window cache "
         "(same numbers as uncached); peak memory = growth of the process RSS high-water mark "
         "(`getrusage ru_maxrss`) over a warmed-up baseline, during the cached rollout; `cache MB` = bytes held by the KV cache.",
         "",
-        "| length | cached tok/s | window-cache tok/s | uncached tok/s | speedup (cached) | speedup (window) | cached peak RSS MB | cache MB | uncached measured? |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| length | cached tok/s | window-cache tok/s | uncached tok/s | speedup (cached) | speedup (window) | speedup (cached, CPU time) | cached peak RSS MB | cache MB | uncached measured? |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in res["rollout"]["rows"]:
         lines.append(
             f"| {r['length']} | {r['cached_tokens_per_s']:.1f} | {r['window_cached_tokens_per_s']:.1f} | {r['uncached_tokens_per_s']:.2f} | "
-            f"{r['speedup']:.1f}x | {r['window_speedup']:.1f}x | {r['cached_peak_mem_mb']:.1f} | {r['cached_cache_mb']:.2f} | {r['uncached_how']}; window: {r['window_how']} |"
+            f"{r['speedup']:.1f}x | {r['window_speedup']:.1f}x | {r['speedup_cpu_time']:.1f}x | {r['cached_peak_mem_mb']:.1f} | {r['cached_cache_mb']:.2f} | {r['uncached_how']}; window: {r['window_how']} |"
         )
     q = res["rollout"]["rolling_ms_per_token_by_quarter"]
-    lines += ["", f"Cached ms/token in each quarter of the longest rollout (flat = time linear in length): {', '.join(f'{v:.1f}' for v in q)}.", ""]
+    qc = res["rollout"]["rolling_cpu_ms_per_token_by_quarter"]
+    pr = res["rollout"]["precision"]
+    lines += ["", "Speedups and tokens/s are wall-clock; the CPU-time speedup uses this process's CPU time "
+              "(`time.process_time`), which other users of the shared cores disturb less.", "",
+              f"Cached ms/token in each quarter of the longest rollout (flat = time linear in length): wall {', '.join(f'{v:.1f}' for v in q)}; "
+              f"CPU time {', '.join(f'{v:.1f}' for v in qc)}.", "",
+              f"bf16 autocast, cached rollout of {pr['fp32']['tokens']} tokens: fp32 {pr['fp32']['tokens'] / pr['fp32']['seconds']:.1f} tok/s "
+              f"(CPU time {pr['fp32']['cpu_seconds']:.1f} s), bf16 {pr['bf16']['tokens'] / pr['bf16']['seconds']:.1f} tok/s (CPU time {pr['bf16']['cpu_seconds']:.1f} s).", ""]
     lines += ["## Time to first token (streaming)", "", f"{res['ttft'][0]['tokens']} tokens, batch {res['rollout']['config']['batch']}, {res['rollout']['config']['steps']} steps.", "",
               "| schedule | cache | first token s | all tokens s | first / all |", "|---|---|---:|---:|---:|"]
     for r in res["ttft"]:
@@ -277,11 +299,11 @@ def main() -> None:
     # rollout settings
     args.width, args.roll_depth, args.window, args.steps, args.batch = 128, 4, 64, 10, 8
     args.lengths = [64, 256, 1024, 4096]
-    args.window_max, args.uncached_max, args.ttft_horizon = 1024, 128, 64
+    args.window_max, args.uncached_max, args.ttft_horizon, args.bf16_len = 1024, 128, 64, 128
     tr_cfg = dict(width=512, depth=8, seq=256, batch=4, steps=4)
     if args.quick:
         args.lengths, args.window_max, args.uncached_max, args.steps = [16, 32, 64], 64, 24, 3
-        args.window, args.ttft_horizon = 8, 8
+        args.window, args.ttft_horizon, args.bf16_len = 8, 8, 16
         tr_cfg = dict(width=128, depth=2, seq=64, batch=2, steps=2)
     start = time.perf_counter()
     res: dict = {}

@@ -123,6 +123,12 @@ class CachedDenoiser:
 
     def __call__(self, x: Tensor, t: Tensor, cond: Any = None, upto: Optional[int] = None) -> tuple[Tensor, Tensor]:
         w = x.shape[1]
+        if torch.is_grad_enabled() and x.requires_grad:
+            # gradient guidance differentiates through every token: cached outputs carry no graph
+            with _autocast(x.device, self.precision):
+                pred = self.model.backbone(x, t, cond)
+            self.evaluated_tokens += x.shape[0] * w
+            return _x0_eps(self.model, pred, x, t)
         q = w if upto is None else max(1, min(int(upto), w))
         p = min(self._prefix(x, t, cond), self.cache.length)
         if p < q:
@@ -223,8 +229,8 @@ def _iter_rolling(
             t_val, s_val = levels[r], levels[r + 1]
             if not s_val < t_val:
                 continue
-            t = t_val.expand(batch_size, 1)
-            s = s_val.expand(batch_size, 1)
+            t = t_val.expand(batch_size, 1).contiguous()
+            s = s_val.expand(batch_size, 1).contiguous()
             with _autocast(device, precision):
                 pred = run(x, t, c, cache=cache, commit=False)
             evaluated += batch_size
