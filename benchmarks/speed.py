@@ -138,6 +138,40 @@ def timed_stream(model, marks: list[int], batch: int, steps: int, cache: str, wi
     return {"marks": out, "stamps": stamps, "cpu_stamps": cpu_stamps}
 
 
+def interleaved(model, limits: dict[str, int], marks: list[int], batch: int, steps: int, window: int) -> dict:
+    """Run one rollout per cache mode, advancing them in turn one token at a time.
+
+    Each ``next()`` is timed on its own (wall and process CPU time), so a mode's time for ``L``
+    tokens is the sum of its own token times, and the modes share the machine's load while they
+    run side by side. A mode stops at its limit (``limits[mode]`` tokens).
+    """
+    gens, stats = {}, {}
+    for mode in limits:  # warm-up each path, then start the measured rollouts
+        for _ in stream(model, batch_size=batch, horizon=4, steps=steps, chunk_size=1, history_len=window - 1, cache=mode, seed=1):
+            pass
+    base = rss_peak_mb()
+    for mode, n in limits.items():
+        stats[mode] = {}
+        gens[mode] = stream(model, batch_size=batch, horizon=n, steps=steps, chunk_size=1, history_len=window - 1,
+                            cache=mode, seed=0, stats=stats[mode])
+    wall = {m: [] for m in limits}
+    cpu = {m: [] for m in limits}
+    mem = {}
+    for i in range(1, max(limits.values()) + 1):
+        for mode, n in limits.items():
+            if i > n:
+                continue
+            w0, c0 = time.perf_counter(), time.process_time()
+            next(gens[mode])
+            wall[mode].append(time.perf_counter() - w0)
+            cpu[mode].append(time.process_time() - c0)
+        if i in marks:
+            mem[i] = {"peak_rss_delta_mb": rss_peak_mb() - base, "cache_bytes": stats["rolling"].get("cache_bytes", 0),
+                      "active": [m for m, n in limits.items() if i <= n]}
+            print(f"  {i} tokens: " + ", ".join(f"{m} {1e3 * sum(wall[m][:i]) / min(i, len(wall[m])):.1f} ms/token" for m in limits), flush=True)
+    return {"wall": wall, "cpu": cpu, "mem": mem}
+
+
 def bench_rollout(args) -> dict:
     model = rollout_model(args.width, args.roll_depth, args.window)
     lengths = args.lengths
@@ -145,70 +179,66 @@ def bench_rollout(args) -> dict:
     res = {"config": {"width": args.width, "depth": args.roll_depth, "heads": 4, "token_dim": 16, "window": args.window,
                       "steps": args.steps, "batch": args.batch, "schedule": "autoregressive", "chunk_size": 1,
                       "history_len": args.window - 1, "precision": "fp32"}}
-    print("rollout: rolling cache ...", flush=True)
-    rolling = timed_stream(model, lengths, cache="rolling", **kw)
-    window_marks = [n for n in lengths if n <= args.window_max]
-    print("rollout: window cache ...", flush=True)
-    window = timed_stream(model, window_marks, cache="window", **kw)
-    # uncached: measured for the first `uncached_max` tokens; past that, tokens cost the same
-    # (every window holds `window` tokens), so longer lengths are extrapolated from the measured
-    # steady-state time per token (tokens window..uncached_max), and labelled so.
-    print("rollout: uncached ...", flush=True)
-    un_marks = sorted({n for n in lengths if n <= args.uncached_max} | {args.uncached_max})
-    uncached = timed_stream(model, un_marks, cache="none", **kw)
-    st = uncached["stamps"]
-    steady = (st[args.uncached_max - 1] - st[args.window - 1]) / (args.uncached_max - args.window)
-    cst = uncached["cpu_stamps"]
-    steady_cpu = (cst[args.uncached_max - 1] - cst[args.window - 1]) / (args.uncached_max - args.window)
-    wst = window["stamps"]
-    w_steady = (wst[-1] - wst[args.window - 1]) / (len(wst) - args.window)
+    limits = {"rolling": max(lengths), "window": args.window_max, "none": args.uncached_max}
+    print(f"rollout: interleaved, token limits {limits} ...", flush=True)
+    r = interleaved(model, limits, lengths, **kw)
+    wall, cpu = r["wall"], r["cpu"]
+
+    def total(mode: str, n: int, times: dict) -> tuple[float, str]:
+        """Seconds for the first ``n`` tokens: measured, or measured + steady-state per-token time x the rest."""
+        ts = times[mode]
+        if n <= len(ts):
+            return sum(ts[:n]), "measured"
+        lo = args.window  # past the first window every token of a path costs the same
+        steady = sum(ts[lo:]) / (len(ts) - lo)
+        return sum(ts) + (n - len(ts)) * steady, f"measured {len(ts)} + {n - len(ts)} x steady {1e3 * steady:.0f} ms/token (tokens {lo + 1}-{len(ts)})"
+
     rows = []
     for n in lengths:
-        c = rolling["marks"][n]
-        if n in uncached["marks"]:
-            u_s, u_how = uncached["marks"][n]["seconds"], "measured"
-        else:
-            u_s = uncached["marks"][args.uncached_max]["seconds"] + (n - args.uncached_max) * steady
-            u_how = f"extrapolated: measured {args.uncached_max} tokens + {n - args.uncached_max} x steady {steady * 1e3:.1f} ms/token"
-        u_cpu = (uncached["marks"][n]["cpu_seconds"] if n in uncached["marks"]
-                 else uncached["marks"][args.uncached_max]["cpu_seconds"] + (n - args.uncached_max) * steady_cpu)
-        if n in window["marks"]:
-            w_s, w_how = window["marks"][n]["seconds"], "measured"
-        else:
-            w_s = window["marks"][max(window_marks)]["seconds"] + (n - max(window_marks)) * w_steady
-            w_how = "extrapolated from the steady ms/token"
+        c_s, _ = total("rolling", n, wall)
+        w_s, w_how = total("window", n, wall)
+        u_s, u_how = total("none", n, wall)
+        c_cpu, _ = total("rolling", n, cpu)
+        u_cpu, _ = total("none", n, cpu)
+        m = r["mem"][n]
         rows.append({
             "length": n,
-            "cached_tokens_per_s": n / c["seconds"],
+            "cached_tokens_per_s": n / c_s,
             "uncached_tokens_per_s": n / u_s,
-            "speedup": u_s / c["seconds"],
-            "cached_peak_mem_mb": c["peak_rss_delta_mb"],
-            "cached_cache_mb": c["cache_bytes"] / 2**20,
-            "cached_seconds": c["seconds"],
+            "speedup": u_s / c_s,
+            "cached_peak_mem_mb": m["peak_rss_delta_mb"],
+            "cached_cache_mb": m["cache_bytes"] / 2**20,
+            "modes_running_at_this_length": m["active"],
+            "cached_seconds": c_s,
             "uncached_seconds": u_s,
             "uncached_how": u_how,
             "window_cached_tokens_per_s": n / w_s,
             "window_speedup": u_s / w_s,
             "window_how": w_how,
-            "cached_cpu_seconds": c["cpu_seconds"],
+            "cached_cpu_seconds": c_cpu,
             "uncached_cpu_seconds": u_cpu,
-            "speedup_cpu_time": u_cpu / c["cpu_seconds"],
+            "speedup_cpu_time": u_cpu / c_cpu,
         })
-        print(f"  L={n}: rolling {n / c['seconds']:.1f} tok/s, window {n / w_s:.1f}, uncached {n / u_s:.2f} ({u_how}); "
-              f"speedup {u_s / c['seconds']:.1f}x / {u_s / w_s:.1f}x; peak RSS +{c['peak_rss_delta_mb']:.1f} MB", flush=True)
+        print(f"  L={n}: rolling {n / c_s:.1f} tok/s, window {n / w_s:.1f}, uncached {n / u_s:.2f} ({u_how}); "
+              f"speedup {u_s / c_s:.1f}x / {u_s / w_s:.1f}x (CPU time {u_cpu / c_cpu:.1f}x); peak RSS +{m['peak_rss_delta_mb']:.1f} MB", flush=True)
     res["rows"] = rows
-    res["uncached_steady_ms_per_token"] = steady * 1e3
-    res["window_steady_ms_per_token"] = w_steady * 1e3
-    for key, name in (("stamps", "rolling_ms_per_token_by_quarter"), ("cpu_stamps", "rolling_cpu_ms_per_token_by_quarter")):
-        rs = rolling[key]
-        res[name] = [1e3 * (rs[(q + 1) * len(rs) // 4 - 1] - (rs[q * len(rs) // 4 - 1] if q else 0.0)) / (len(rs) // 4) for q in range(4)]
-    # bf16 autocast for the cached rollout (same model; steady state after the window fills)
+    # the cleanest ratio: steady state, same tokens, side by side
+    lo, hi = args.window, args.uncached_max
+    side = {mode: 1e3 * sum(wall[mode][lo:hi]) / (hi - lo) for mode in limits}
+    side_cpu = {mode: 1e3 * sum(cpu[mode][lo:hi]) / (hi - lo) for mode in limits}
+    res["side_by_side"] = {"tokens": [lo + 1, hi], "wall_ms_per_token": side, "cpu_ms_per_token": side_cpu,
+                           "speedup_rolling": side["none"] / side["rolling"], "speedup_window": side["none"] / side["window"],
+                           "speedup_rolling_cpu": side_cpu["none"] / side_cpu["rolling"], "speedup_window_cpu": side_cpu["none"] / side_cpu["window"]}
+    for key, times in (("rolling_ms_per_token_by_quarter", wall), ("rolling_cpu_ms_per_token_by_quarter", cpu)):
+        rs, q = times["rolling"], len(times["rolling"]) // 4
+        res[key] = [1e3 * sum(rs[k * q : (k + 1) * q]) / q for k in range(4)]
+    # bf16 autocast for the cached rollout (same model)
     n = args.bf16_len
     prec = {}
     for p in ("fp32", "bf16"):
-        r = timed_stream(model, [n], cache="rolling", precision=p, **kw)
-        prec[p] = {"tokens": n, "seconds": r["marks"][n]["seconds"], "cpu_seconds": r["marks"][n]["cpu_seconds"]}
-        print(f"  rolling {p}: {n / r['marks'][n]['seconds']:.1f} tok/s (cpu {n / r['marks'][n]['cpu_seconds']:.1f})", flush=True)
+        t = timed_stream(model, [n], cache="rolling", precision=p, **kw)
+        prec[p] = {"tokens": n, "seconds": t["marks"][n]["seconds"], "cpu_seconds": t["marks"][n]["cpu_seconds"]}
+        print(f"  rolling {p}: {n / t['marks'][n]['seconds']:.1f} tok/s (cpu {n / t['marks'][n]['cpu_seconds']:.1f})", flush=True)
     res["precision"] = prec
     return res
 
@@ -253,8 +283,10 @@ def markdown(res: dict) -> str:
         "",
         "Config: " + ", ".join(f"{k}={v}" for k, v in res["rollout"]["config"].items()) + ". "
         "`cached` = rolling KV cache (each token encoded once, constant memory); `window` = exact window cache "
-        "(same numbers as uncached); peak memory = growth of the process RSS high-water mark "
-        "(`getrusage ru_maxrss`) over a warmed-up baseline, during the cached rollout; `cache MB` = bytes held by the KV cache.",
+        "(same numbers as uncached). The three rollouts run side by side, one token each in turn, every token timed on its own; "
+        "a path's time for L tokens is the sum of its own token times. Peak memory = growth of the process RSS high-water mark "
+        "(`getrusage ru_maxrss`) over a warmed-up baseline; up to the uncached/window limits the other paths run in the same "
+        "process, so it is an upper bound there; `cache MB` = bytes held by the KV cache (exact).",
         "",
         "| length | cached tok/s | window-cache tok/s | uncached tok/s | speedup (cached) | speedup (window) | speedup (cached, CPU time) | cached peak RSS MB | cache MB | uncached measured? |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -267,6 +299,11 @@ def markdown(res: dict) -> str:
     q = res["rollout"]["rolling_ms_per_token_by_quarter"]
     qc = res["rollout"]["rolling_cpu_ms_per_token_by_quarter"]
     pr = res["rollout"]["precision"]
+    sb = res["rollout"]["side_by_side"]
+    lines += ["", f"**Side by side, steady state (tokens {sb['tokens'][0]}-{sb['tokens'][1]}, all three paths interleaved):** "
+              f"uncached {sb['wall_ms_per_token']['none']:.0f} ms/token, window cache {sb['wall_ms_per_token']['window']:.0f}, "
+              f"rolling cache {sb['wall_ms_per_token']['rolling']:.0f}: speedup {sb['speedup_rolling']:.1f}x (rolling), "
+              f"{sb['speedup_window']:.1f}x (window); in CPU time {sb['speedup_rolling_cpu']:.1f}x and {sb['speedup_window_cpu']:.1f}x."]
     lines += ["", "Speedups and tokens/s are wall-clock; the CPU-time speedup uses this process's CPU time "
               "(`time.process_time`), which other users of the shared cores disturb less.", "",
               f"Cached ms/token in each quarter of the longest rollout (flat = time linear in length): wall {', '.join(f'{v:.1f}' for v in q)}; "
