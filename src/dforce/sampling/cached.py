@@ -194,7 +194,8 @@ def _iter_rolling(
     if window < 2:
         raise ValueError("cache='rolling' needs window >= 2 (one token of history plus the new one)")
     kwargs = {"uncertainty_scale": config.uncertainty_scale} if config.schedule in ("pyramid", "trapezoid") else {}
-    levels = level_grid(config.steps, sched, config.level_spacing).to(device)[scheduling_matrix(config.schedule, 1, config.steps, **kwargs).to(device)][:, 0]
+    grid = level_grid(config.steps, sched, config.level_spacing).to(device)
+    levels = grid[scheduling_matrix(config.schedule, 1, config.steps, **kwargs).to(device)][:, 0]  # [R] for the new token
     token_shape = tuple(model.token_shape)
     ctx_len = 0 if context is None else context.shape[1]
     cache = bb.new_cache(max_len=window - 1)
@@ -221,9 +222,11 @@ def _iter_rolling(
         fixed = torch.randn(batch_size, w, *token_shape, generator=generator, device=device) if noise_mode and hist else None
         if i == 0 and hist:
             ctx = context[:, ctx_len - hist :]
-            commit(ctx, config.context_level, None if fixed is None else fixed[:, :hist], None if cond is None else cond[:, ctx_len - hist : ctx_len])
-        elif prev is not None:
-            commit(prev, config.stabilization_level, None if fixed is None else fixed[:, hist - 1 : hist], None if cond is None else cond[:, have - 1 : have])
+            eps = None if fixed is None else fixed[:, :hist]
+            commit(ctx, config.context_level, eps, None if cond is None else cond[:, ctx_len - hist : ctx_len])
+        elif prev is not None:  # the previous token is finished: encode it once, at the stabilization level
+            eps = None if fixed is None else fixed[:, hist - 1 : hist]
+            commit(prev, config.stabilization_level, eps, None if cond is None else cond[:, have - 1 : have])
         c = None if cond is None else cond[:, have : have + 1]
         for r in range(len(levels) - 1):
             t_val, s_val = levels[r], levels[r + 1]
