@@ -1,11 +1,12 @@
-"""Scheduling matrices, per-token samplers and sliding-window rollout."""
+"""Scheduling matrices, per-token samplers, sliding-window rollout, KV-cached and streaming sampling."""
 
 from dforce.sampling import scheduling
+from dforce.sampling.cached import CachedDenoiser, cached_rollout, stream
 from dforce.sampling.rollout import SamplingConfig, iter_rollout, plan_windows, rollout
 from dforce.sampling.sampler import Guidance, StepInfo, conditional, ddim_step, iter_sample_window, sample_window
 from dforce.sampling.scheduling import format_matrix, level_grid, scheduling_matrix, validate
 
 __all__ = [
-    "Guidance", "SamplingConfig", "StepInfo", "conditional", "ddim_step", "format_matrix", "iter_rollout", "iter_sample_window", "level_grid",
-    "plan_windows", "rollout", "sample_window", "scheduling", "scheduling_matrix", "validate",
+    "CachedDenoiser", "Guidance", "SamplingConfig", "StepInfo", "cached_rollout", "conditional", "ddim_step",
+    "format_matrix", "iter_rollout", "iter_sample_window", "level_grid", "plan_windows", "rollout", "sample_window", "scheduling", "scheduling_matrix", "stream", "validate",
 ]
