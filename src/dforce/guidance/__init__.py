@@ -1,6 +1,10 @@
 """Guidance objects plug into the sampler's hook (:class:`dforce.sampling.sampler.Guidance`)."""
 
 from dforce.guidance.cfg import ClassifierFreeGuidance, batched_denoise, combine
+from dforce.guidance.history import EMPTY, FULL, History, HistoryGuidance
 from dforce.sampling.sampler import Guidance, StepInfo, conditional
 
-__all__ = ["ClassifierFreeGuidance", "Guidance", "StepInfo", "batched_denoise", "combine", "conditional"]
+__all__ = [
+    "EMPTY", "FULL", "ClassifierFreeGuidance", "Guidance", "History", "HistoryGuidance", "StepInfo", "batched_denoise",
+    "combine", "conditional",
+]
