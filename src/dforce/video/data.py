@@ -20,12 +20,12 @@ import gzip
 import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 SPRITES = ("digits", "fashion", "balls")
@@ -187,23 +187,28 @@ def _rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-class SpriteStream(Dataset):
-    """An effectively infinite map-style stream of training clips; item ``i`` depends only on ``(seed, i)``.
+class SpriteStream(IterableDataset):
+    """An endless stream of training clips; clip ``i`` depends only on ``(seed, i)`` (also as ``stream[i]``).
 
     Items are dicts ``{"x": [length, 1, H, W]}`` plus ``"cond": [length, 5]`` with actions, ready for
-    ``DiffusionForcing.loss`` / ``dforce.training.train``.
+    ``DiffusionForcing.loss`` / ``dforce.training.train``. With several data-loader workers, worker
+    ``w`` of ``k`` yields clips ``w, w + k, ...`` so no clip repeats.
     """
 
-    def __init__(self, cfg: SpriteConfig, length: int, seed: int = 0, size: int = 10**9, split: str = "train") -> None:
-        self.cfg, self.length, self.seed, self.size, self.split = cfg, length, seed + SPLIT_SEEDS[split], size, split
-
-    def __len__(self) -> int:
-        return self.size
+    def __init__(self, cfg: SpriteConfig, length: int, seed: int = 0, split: str = "train") -> None:
+        self.cfg, self.length, self.seed, self.split = cfg, length, seed + SPLIT_SEEDS[split], split
 
     def __getitem__(self, i: int) -> dict:
         clip = make_clip(self.cfg, self.length, _rng(self.seed, i), self.split)
         clip.pop("count")
         return clip
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        i, step = (0, 1) if info is None else (info.id, info.num_workers)
+        while True:
+            yield self[i]
+            i += step
 
 
 def fixed_split(cfg: SpriteConfig, split: str, n: int, length: int, seed: int = 0) -> dict:
