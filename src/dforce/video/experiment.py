@@ -80,10 +80,14 @@ class RolloutConfig:
         history_len: history frames kept per window.
         stabilization_level: level of generated history (``df``); ``tf`` uses clean history (0).
         guidance: history guidance for ``df``: ``none``, ``vanilla``, ``fractional``, ``temporal``.
-        guidance_scale: ``w``; fractional_level: ``k_f``; stabilized: noise only generated history.
+        guidance_scale: history guidance scale ``w`` (1 = plain conditional sampling).
+        fractional_level: noise level ``k_f`` of the history in fractional history guidance.
+        stabilized: history guidance noises only generated history, never the observed context.
         reconstruction_scale: reconstruction guidance for ``fs`` (0 = plain replacement).
         cfg_scale: classifier-free guidance on actions (1 = none).
         eta: 0 = DDIM, 1 = ancestral.
+        precision: ``fp32`` or ``bf16`` (autocast of the network).
+        extra: free-form notes kept with the config.
     """
 
     method: str = "df"
