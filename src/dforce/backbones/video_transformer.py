@@ -22,13 +22,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dforce.backbones.transformer import NoiseLevelEmbedding, modulate, rotary
+from dforce.backbones.transformer import NoiseLevelEmbedding, modulate
 
 
-def _rotary_2d(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """Rotate the first half of the head channels by row position, the second half by column."""
-    h = x.shape[-1] // 2
-    return torch.cat([rotary(x[..., :h], rows), rotary(x[..., h:], cols)], -1)
+def rope_tables(angles: Tensor) -> tuple[Tensor, Tensor]:
+    """cos / sin tables of rotation angles [..., n, dh/2] (computed once per forward)."""
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary positions, channel ``i`` paired with ``i + dh/2``: x [..., n, dh], cos/sin [..., n, dh/2]."""
+    x1, x2 = x.chunk(2, -1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+def _freqs(n: int, device, base: float = 10000.0) -> Tensor:
+    return base ** (-torch.arange(n, device=device, dtype=torch.float32) / n)
+
+
+def time_angles(positions: Tensor, dh: int) -> Tensor:
+    """Angles [..., T, dh/2] of 1-D rotary positions (positions [T] or [N, T])."""
+    ang = positions.float()[..., None] * _freqs(dh // 2, positions.device)
+    return ang if ang.dim() == 2 else ang[:, None]  # [N, 1, T, dh/2] broadcasts over heads
+
+
+def space_angles(gh: int, gw: int, dh: int, device) -> Tensor:
+    """Angles [gh*gw, dh/2] of 2-D rotary positions: first half of the pairs by row, second by column."""
+    rows = torch.arange(gh, device=device).repeat_interleave(gw).float()
+    cols = torch.arange(gw, device=device).repeat(gh).float()
+    f = _freqs(dh // 4, device)
+    return torch.cat([rows[:, None] * f, cols[:, None] * f], -1)
 
 
 class _Attention(nn.Module):
@@ -42,10 +66,11 @@ class _Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, rope, causal: bool) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], causal: bool) -> Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = rope(q), rope(k)
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        qk = apply_rope(qkv[:2], *rope)  # q and k rotated together
+        q, k, v = qk[0], qk[1], qkv[2]
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
@@ -118,6 +143,7 @@ class VideoTransformer(nn.Module):
             frame_stack=frame_stack, dropout=dropout,
         )
         self.causal, self.cond_dim, self.patch_size = causal, cond_dim, patch_size
+        self.width, self.heads = width, heads
         c = channels * frame_stack
         self.token_shape = (c, hh, ww)
         self.grid = (hh // patch_size, ww // patch_size)
@@ -159,11 +185,9 @@ class VideoTransformer(nn.Module):
             positions = torch.arange(n, device=x.device)
         elif positions.dim() == 2:  # per-sequence positions [B, T] -> one row per (sequence, patch)
             positions = positions.repeat_interleave(self.grid[0] * self.grid[1], 0)
-        gh, gw = self.grid
-        rows = torch.arange(gh, device=x.device).repeat_interleave(gw)
-        cols = torch.arange(gw, device=x.device).repeat(gh)
-        space_rope = lambda q: _rotary_2d(q, rows, cols)  # noqa: E731
-        time_rope = lambda q: rotary(q, positions)  # noqa: E731
+        dh = self.width // self.heads
+        space_rope = rope_tables(space_angles(*self.grid, dh, x.device))
+        time_rope = rope_tables(time_angles(positions, dh))
         c = self.noise_embed(t, cond)  # [B, T, D]
         h = self.embed(self.patchify(x))
         for block in self.blocks:

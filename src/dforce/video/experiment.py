@@ -43,8 +43,13 @@ def build_video_model(
     action_dim: int = 0,
     causal: Optional[bool] = None,
     cond_dropout: float = 0.1,
+    parametrization: str = "x0",
 ) -> DiffusionForcing:
-    """A model for ``method`` (``df``, ``tf`` or ``fs``) with a :data:`PRESETS` backbone."""
+    """A model for ``method`` (``df``, ``tf`` or ``fs``) with a :data:`PRESETS` backbone.
+
+    ``x0`` parametrization is the default: small patch transformers struggle to output the exact
+    noise of a large patch (``eps`` / ``v``), which leaves speckle in the samples.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)} (df = Diffusion Forcing)")
     if preset not in PRESETS:
@@ -53,6 +58,7 @@ def build_video_model(
     net = VideoTransformer(channels=1, image_size=frame_size, causal=causal, cond_dim=action_dim, **PRESETS[preset])
     return DiffusionForcing(
         net, window=window, training_noise=METHODS[method], cond_dropout=cond_dropout if action_dim else 0.0,
+        parametrization=parametrization,
     )
 
 
