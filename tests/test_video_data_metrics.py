@@ -82,6 +82,7 @@ def test_horizon_buckets_and_drift_diagnostics():
     assert sprite_counts(frames).eq(2).all()
     assert histogram_distance(frames, frames) == 0.0
     assert histogram_distance(frames, frames * 0) == pytest.approx(1.0)  # all mid-grey vs all white
+    assert histogram_distance(-torch.ones_like(frames), frames) == 1.0  # blank frames: no sprite pixels at all
     rows = drift_by_segment(frames, frames, 2, true_counts=torch.full((2, 4), 2))
     assert [r["frames"] for r in rows] == ["1-2", "3-4"] and rows[0]["count_err"] == 0 and rows[1]["sprites"] == 2
 

@@ -92,7 +92,9 @@ def histogram_distance(frames: Tensor, reference: Tensor, bins: int = 16, ignore
     """
     p, q = intensity_histogram(frames, bins), intensity_histogram(reference, bins)
     if ignore_background:
-        p, q = p[1:] / p[1:].sum().clamp_min(1e-12), q[1:] / q[1:].sum().clamp_min(1e-12)
+        if p[1:].sum() == 0 or q[1:].sum() == 0:  # one side has no sprite pixels at all
+            return 0.0 if p[1:].sum() == q[1:].sum() else 1.0
+        p, q = p[1:] / p[1:].sum(), q[1:] / q[1:].sum()
     return float(0.5 * (p - q).abs().sum())
 
 
