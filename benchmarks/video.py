@@ -39,6 +39,12 @@ def _atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def regenerate_markdown(out: str = os.path.join(ROOT, "results"), name: str = "video") -> None:
+    """Rewrite ``NAME.md`` from ``NAME.json`` (after changing the table layout, without re-running)."""
+    with open(os.path.join(out, f"{name}.json")) as f:
+        _atomic_write(os.path.join(out, f"{name}.md"), markdown(json.load(f)))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-steps", type=int, default=600, help="optimizer steps per method")
@@ -132,7 +138,7 @@ def main(argv=None) -> int:
     name = "video_quick" if a.quick else "video"
     _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
     _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))
-    show = ["DF", "DF + vanilla HG", "teacher forcing", "full-sequence (replacement)"]
+    show = ["DF", "DF + vanilla HG", "teacher forcing", "full-sequence (replacement)"]  # keep in sync with markdown()
     rows = [truth[:3]] + [samples[n][:3] for n in show]
     M.write_video(os.path.join(a.out, f"{name}.gif"), rows, fps=8)
     print(f"done in {total:.0f}s -> {a.out}/{name}.json, .md, .gif")
@@ -155,6 +161,8 @@ def markdown(payload: dict) -> str:
         + f"). Rollouts: {d['horizon']} frames ({d['horizon'] // tr['window']}x the training length) after {d['context']} ground-truth frames on "
         f"{d['test_clips']} held-out test clips, {meta['sampling_steps']} DDIM steps per chunk of {d['context']} frames "
         "(teacher forcing: one frame at a time).",
+        "",
+        "GIF (`video.gif`): ground truth on top, then DF, DF + vanilla HG, teacher forcing, full-sequence; three test clips side by side.",
         "",
         "Drift (no ground truth needed): `hist TV` = total-variation distance of the sprite-intensity histogram to data frames "
         "(lower is better); `sprites` = connected components per frame (truth row = target); `count err` = mean |sprites - components of the ground-truth frame|.",
