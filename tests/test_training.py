@@ -146,6 +146,8 @@ def test_cli_help_and_schedule(tmp_path):
     assert r.returncode == 0 and all(c in r.stdout for c in ("train", "sample", "schedule", "demo"))
     r = _dforce("train", "--help")
     assert r.returncode == 0 and "--model.width" in r.stdout and "transformer width" in r.stdout
+    r = _dforce("demo", "--help")
+    assert r.returncode == 0 and "--train_steps" in r.stdout and "--rollout_windows" in r.stdout
     png = tmp_path / "m.png"
     r = _dforce("schedule", "show", "pyramid", "--tokens", "4", "--steps", "3", "--plot", str(png))
     assert r.returncode == 0 and png.is_file()
