@@ -5,8 +5,10 @@ prediction of every generated token (classifier guidance on x0_hat)::
 
     eps_hat <- eps_hat - scale * sigma_t * grad_x R(x0_hat(x_t)),   x0_hat <- (x_t - sigma_t eps_hat) / alpha_t
 
-(``x0_hat`` is recomputed so the pair stays consistent with ``x_t``; for a token this moves
-``x0_hat`` by ``+ scale sigma_t^2 / alpha_t grad_x R``.)
+(``space='eps'``). That moves ``x0_hat`` by ``scale sigma_t^2 / alpha_t grad``, which diverges at
+pure noise (alpha_t -> 0: the first rows of a pyramid); the default ``space='x0'`` multiplies the
+scale by ``alpha_t`` (``x0_hat`` moves by ``scale sigma_t^2 grad``), bounded at every level and
+identical in form at low noise.
 
 **Monte Carlo guidance** (MCG) averages that gradient over several samples of the future: at each
 step, ``mc_samples - 1`` extra futures are drawn by re-noising ``x0_hat`` to the current levels
@@ -35,13 +37,35 @@ Reward = Callable[[Tensor, StepInfo], Tensor]
 
 
 def guided_prediction(
-    x: Tensor, t: Tensor, x0_hat: Tensor, eps_hat: Tensor, grad: Tensor, scale: float, schedule, moving: Optional[Tensor] = None
+    x: Tensor,
+    t: Tensor,
+    x0_hat: Tensor,
+    eps_hat: Tensor,
+    grad: Tensor,
+    scale: float,
+    schedule,
+    moving: Optional[Tensor] = None,
+    space: str = "x0",
 ) -> tuple[Tensor, Tensor]:
-    """``eps_hat - scale sigma_t grad`` and the matching ``x0_hat`` (only for ``moving`` [B, W] tokens)."""
+    """Shift a prediction along ``grad = grad_x R`` (only for ``moving`` [B, W] tokens).
+
+    ``space='eps'``: ``eps_hat - scale sigma_t grad`` and ``x0_hat + scale sigma_t^2 / alpha_t grad``
+    (classifier guidance as written; the x0 shift diverges as alpha_t -> 0, i.e. at pure noise).
+    ``space='x0'``: the same with the scale multiplied by ``alpha_t``: ``eps_hat - scale alpha_t
+    sigma_t grad``, ``x0_hat + scale sigma_t^2 grad`` -- bounded at every level (the default).
+    Both pairs stay consistent with ``x_t = alpha_t x0_hat + sigma_t eps_hat``.
+    """
+    if space not in ("x0", "eps"):
+        raise ValueError(f"space must be 'x0' or 'eps', got {space!r}")
     alpha, sigma = schedule.alpha_sigma(t)
     a, s = expand_like(alpha, x0_hat), expand_like(sigma, x0_hat)
-    eps_new = eps_hat.float() - scale * s * grad.float()
-    x0_new = (x.float() - s * eps_new) / a.clamp_min(1e-6)
+    g = scale * grad.float()
+    if space == "x0":
+        eps_new = eps_hat.float() - a * s * g
+        x0_new = x0_hat.float() + s * s * g
+    else:
+        eps_new = eps_hat.float() - s * g
+        x0_new = (x.float() - s * eps_new) / a.clamp_min(1e-6)
     if moving is not None:
         m = expand_like(moving, x0_hat)
         eps_new = torch.where(m, eps_new, eps_hat.float())
@@ -57,14 +81,21 @@ class RewardGuidance:
         scale: guidance scale (0 = plain conditional sampling, one network call, no gradient).
         mc_samples: predictions averaged per step (1 = plain reward guidance; > 1 = MCG).
         grad_clip: clamp each element of ``grad_x R`` to ``[-grad_clip, grad_clip]`` (None = off).
+        space: ``x0`` (default; the eps shift scaled by alpha_t, bounded at pure noise) or ``eps``
+            (the formula as written); see :func:`guided_prediction`.
     """
 
-    def __init__(self, reward: Reward, scale: float = 1.0, mc_samples: int = 1, grad_clip: Optional[float] = None) -> None:
+    def __init__(
+        self, reward: Reward, scale: float = 1.0, mc_samples: int = 1, grad_clip: Optional[float] = None, space: str = "x0"
+    ) -> None:
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
         if scale < 0:
             raise ValueError(f"scale must be >= 0, got {scale}")
+        if space not in ("x0", "eps"):
+            raise ValueError(f"space must be 'x0' or 'eps', got {space!r}")
         self.reward, self.scale, self.mc_samples, self.grad_clip = reward, float(scale), int(mc_samples), grad_clip
+        self.space = space
 
     def objective(self, denoise: Denoiser, x: Tensor, t: Tensor, cond: Any, info: StepInfo) -> tuple[Tensor, Tensor, Tensor]:
         """Mean reward over the Monte Carlo draws (differentiable in ``x``), and the plain prediction."""
@@ -97,14 +128,16 @@ class RewardGuidance:
         moving = info.next_t < t
         if info.known_mask is not None:
             moving = moving & ~info.known_mask
-        return guided_prediction(xg.detach(), t, x0_hat.detach(), eps_hat.detach(), grad, self.scale, info.schedule, moving)
+        return guided_prediction(xg.detach(), t, x0_hat.detach(), eps_hat.detach(), grad, self.scale, info.schedule, moving, self.space)
 
 
 class MonteCarloGuidance(RewardGuidance):
     """:class:`RewardGuidance` with ``mc_samples`` (default 4) futures averaged per step."""
 
-    def __init__(self, reward: Reward, scale: float = 1.0, mc_samples: int = 4, grad_clip: Optional[float] = None) -> None:
-        super().__init__(reward, scale, mc_samples, grad_clip)
+    def __init__(
+        self, reward: Reward, scale: float = 1.0, mc_samples: int = 4, grad_clip: Optional[float] = None, space: str = "x0"
+    ) -> None:
+        super().__init__(reward, scale, mc_samples, grad_clip, space)
 
 
 def goal_reward(
