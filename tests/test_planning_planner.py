@@ -66,6 +66,13 @@ def test_plan_shapes_flexible_horizon_and_checkpoint_round_trip(planner, tmp_pat
         Planner.from_checkpoint(str(tmp_path))
 
 
+def test_lightning_trainer_path(data):
+    p = train_planner(PlannerConfig(**TINY), data, TrainSettings(steps=2, batch_size=2, trainer="lightning"), progress=False)
+    assert p.plan(np.zeros((1, 4)), np.ones((1, 2)), steps=2, method="df").shape == (1, 6, 4)
+    with pytest.raises(ValueError, match="trainer must be"):
+        train_planner(PlannerConfig(**TINY), data, TrainSettings(steps=1, trainer="keras"), progress=False)
+
+
 def test_tracking_target_interpolates_and_pd_control(planner):
     obs = np.array([[0.0, 0.0, 0.0, 0.0]])
     plan = np.array([[[1.0, 0.0, 2.0, 0.0], [2.0, 0.0, 2.0, 0.0]]])

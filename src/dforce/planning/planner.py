@@ -88,7 +88,13 @@ class PlannerConfig:
 
 @dataclass
 class TrainSettings:
-    """Plain training loop settings (AdamW + linear warm-up, grad clipping, EMA, bf16 autocast)."""
+    """Training settings (AdamW + linear warm-up, grad clipping, EMA, bf16 autocast).
+
+    ``trainer='plain'`` (default) is a short loop without Lightning that also draws the start
+    token at a low level with probability ``start_clean_prob`` (as the reference planner does);
+    ``'lightning'`` runs :func:`dforce.training.train` (logs, checkpoints, resume under ``out_dir``)
+    with the model's own training noise levels (no start-token rule).
+    """
 
     steps: int = 2000
     batch_size: int = 32
@@ -101,6 +107,8 @@ class TrainSettings:
     start_clean_prob: float = 0.5  # P(token 0 drawn at a low level in [0, 0.25)), as the reference planner
     seed: int = 0
     log_every: int = 200
+    trainer: str = "plain"
+    out_dir: Optional[str] = None
 
 
 def build_model(cfg: PlannerConfig) -> DiffusionForcing:
@@ -138,6 +146,20 @@ def train_planner(
     mean, std = normalizer(feats)
     windows = PlanningWindows(feats, cfg.window(), cfg.frame_stack, mean, std, frame_skip=cfg.frame_skip, flexible=True, seed=s.seed)
     model = build_model(cfg)
+    if s.trainer == "lightning":
+        from dforce.training import TrainConfig, train
+
+        windows.length = s.steps * s.batch_size
+        t0 = time.time()
+        tc = TrainConfig(
+            max_steps=s.steps, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay, warmup_steps=s.warmup_steps,
+            grad_clip=s.grad_clip, ema_decay=s.ema_decay, precision="bf16-mixed" if s.precision == "bf16" else "32-true",
+            out_dir=s.out_dir, seed=s.seed, log_every=max(1, s.log_every or 50), progress=progress, logger="csv" if s.out_dir else "none",
+        )
+        model = train(model, windows, tc)
+        return Planner(model, cfg, mean, std, extra={"train": asdict(s), "train_seconds": time.time() - t0, "data": dataset.get("meta", {})})
+    if s.trainer != "plain":
+        raise ValueError(f"trainer must be 'plain' or 'lightning', got {s.trainer!r}")
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     g = torch.Generator().manual_seed(s.seed)
