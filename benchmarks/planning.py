@@ -45,6 +45,7 @@ PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, T
 BUDGETS = {
     "tiny": {"umaze": (3000, 20, 2), "medium": (3000, 20, 2), "large": (3000, 20, 2)},
     "cpu": {"umaze": (60_000, 800, 8), "medium": (100_000, 700, 8), "large": (150_000, 600, 8)},
+    "long": {"umaze": (100_000, 3000, 8), "medium": (200_000, 3000, 8), "large": (300_000, 3000, 8)},
     "full": {m: (MAZES[m].dataset_steps, 20_000, 32) for m in MAZES},
 }
 METHODS = ("df_mcg", "df", "full_sequence")
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="datasets and checkpoints")
     p.add_argument("--out-dir", default="benchmarks/results")
+    p.add_argument("--name", default="planning", help="result files NAME.json / NAME.md")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
@@ -100,7 +103,10 @@ def main(argv=None) -> int:
         planners = {}
         settings = TrainSettings(steps=train_steps, lr=1e-3, seed=args.train_seed, log_every=0)
         entry["train"] = asdict(settings)
-        for kind in ("independent", "full_sequence"):
+        kinds = (["independent"] if {"df", "df_mcg"} & set(args.methods) else []) + (
+            ["full_sequence"] if "full_sequence" in args.methods else []
+        )
+        for kind in kinds:
             t0 = time.time()
             cfg = PlannerConfig(maze=maze, training_noise=kind)
             planners[kind] = train_planner(cfg, data, settings, progress=False, log=None)
@@ -109,14 +115,14 @@ def main(argv=None) -> int:
             print(f"[{maze}] trained {kind} ({train_steps} steps) in {entry[f'seconds_train_{kind}']}s", flush=True)
         entry["model"] = asdict(PlannerConfig(maze=maze))
         entry["methods"], entry["random_setting"] = {}, {}
-        for method in METHODS:
+        for method in args.methods:
             planner = planners["full_sequence" if method == "full_sequence" else "independent"]
             ps = PlanSettings(method=method, steps=args.sampling_steps, guidance_scale=args.guidance_scale, mc_samples=args.mc_samples)
             runs = []
             for i, seed in enumerate(args.eval_seeds):
                 r = run_episodes(planner, maze, episodes, "single_goal", seed, args.replan_every, ps, record=i == 0)
                 if i == 0:
-                    plot_episodes(r, os.path.join(args.out_dir, f"planning_{maze}_{method}.png"), max_episodes=4)
+                    plot_episodes(r, os.path.join(args.out_dir, f"{args.name}_{maze}_{method}.png"), max_episodes=4)
                 runs.append(r)
             entry["methods"][method] = {**summarize(runs), "settings": asdict(ps)}
             m = entry["methods"][method]
@@ -127,9 +133,9 @@ def main(argv=None) -> int:
                 entry["random_setting"][method] = summarize([r])
         results["mazes"][maze] = entry
         results["seconds_total"] = round(time.time() - t_all, 1)
-        write(results, args.out_dir)
+        write(results, args.out_dir, args.name)
     results["seconds_total"] = round(time.time() - t_all, 1)
-    write(results, args.out_dir)
+    write(results, args.out_dir, args.name)
     print(f"total {results['seconds_total']}s", flush=True)
     return 0
 
@@ -141,8 +147,8 @@ def _fmt(m: dict) -> str:
     return f"{100 * m['success_rate']:.0f}% | {s['mean']:.1f} ± {s['std']:.1f} | {steps}"
 
 
-def write(results: dict, out_dir: str) -> None:
-    path = os.path.join(out_dir, "planning.json")
+def write(results: dict, out_dir: str, name: str = "planning") -> None:
+    path = os.path.join(out_dir, f"{name}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
     os.replace(path + ".tmp", path)
@@ -174,10 +180,10 @@ def write(results: dict, out_dir: str) -> None:
     for maze, e in results["mazes"].items():
         b = e["budget"]
         lines.append(f"| {maze} | {b['dataset_steps']} | {b['train_steps']} | {b['episodes_per_seed']} | {e['seconds_data']} | "
-                     f"{e['seconds_train_independent']} | {e['seconds_train_full_sequence']} |")
-    with open(os.path.join(out_dir, "planning.md.tmp"), "w") as f:
+                     f"{e.get('seconds_train_independent', '-')} | {e.get('seconds_train_full_sequence', '-')} |")
+    with open(os.path.join(out_dir, f"{name}.md.tmp"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(os.path.join(out_dir, "planning.md.tmp"), os.path.join(out_dir, "planning.md"))
+    os.replace(os.path.join(out_dir, f"{name}.md.tmp"), os.path.join(out_dir, f"{name}.md"))
 
 
 if __name__ == "__main__":
