@@ -175,6 +175,20 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         for maze, e in results["mazes"].items():
             for method, m in e.get("random_setting", {}).items():
                 lines.append(f"| {maze} | {method} | {_fmt(m)} |")
+    lines += ["", "Targets (issue #5):", ""]
+    mz = results["mazes"]
+    if all("df_mcg" in e["methods"] and "full_sequence" in e["methods"] for e in mz.values()):
+        beats = {m: e["methods"]["df_mcg"]["normalized_score"]["mean"] > e["methods"]["full_sequence"]["normalized_score"]["mean"]
+                 for m, e in mz.items()}
+        lines.append(f"- df_mcg beats full_sequence (normalized score) on every maze: {'met' if all(beats.values()) else 'NOT met'} "
+                     f"({', '.join(f'{m}: {b}' for m, b in beats.items())}).")
+    if "medium" in mz and "df_mcg" in mz["medium"]["methods"]:
+        sr = mz["medium"]["methods"]["df_mcg"]["success_rate"]
+        lines.append(f"- df_mcg success >= 90% on medium: {'met' if sr >= 0.9 else 'NOT met'} ({100 * sr:.0f}%).")
+    if all("df_mcg" in e["methods"] and "df" in e["methods"] for e in mz.values()):
+        mcg = {m: e["methods"]["df_mcg"]["normalized_score"]["mean"] - e["methods"]["df"]["normalized_score"]["mean"] for m, e in mz.items()}
+        lines.append("- Monte Carlo guidance vs one sample (df_mcg - df, normalized score, same guidance scale): "
+                     + ", ".join(f"{m}: {d:+.1f}" for m, d in mcg.items()) + ".")
     lines += ["", "Budgets (per maze; each of the two models gets the same training steps):", "",
               "| maze | dataset steps | train steps | episodes/seed | data s | train DF s | train FS s |", "|---|---|---|---|---|---|---|"]
     for maze, e in results["mazes"].items():
