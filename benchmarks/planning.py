@@ -34,7 +34,7 @@ import torch
 from dforce.planning.data import generate_dataset, load_dataset, save_dataset
 from dforce.planning.env import MAZES
 from dforce.planning.evaluate import plot_episodes, run_episodes, summarize
-from dforce.planning.planner import PlannerConfig, PlanSettings, TrainSettings, train_planner
+from dforce.planning.planner import Planner, PlannerConfig, PlanSettings, TrainSettings, train_planner
 
 PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, Table 2)
     "diffuser": {"umaze": 113.9, "medium": 121.5, "large": 123.0},
@@ -50,6 +50,14 @@ BUDGETS = {
 }
 METHODS = ("df_mcg", "df", "full_sequence")
 
+# guidance scales picked per maze and method on a validation seed (10, 8 episodes, single goal;
+# never an evaluation seed) from {10, 20, 40, 80} with the `cpu` checkpoints; --tuned uses them
+TUNED_SCALES = {
+    "umaze": {"df_mcg": 40.0, "df": 20.0},
+    "medium": {"df_mcg": 80.0, "df": 20.0},
+    "large": {"df_mcg": 20.0, "df": 20.0},
+}
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,7 +66,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds (single-goal setting)")
     p.add_argument("--train-seed", type=int, default=0)
     p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval (steps)")
-    p.add_argument("--guidance-scale", type=float, default=10.0)
+    p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
+    p.add_argument("--tuned", action="store_true", help="use TUNED_SCALES (validation-picked) instead of --guidance-scale")
+    p.add_argument("--reuse-checkpoints", action="store_true", help="load models from --work-dir when present")
     p.add_argument("--mc-samples", type=int, default=4)
     p.add_argument("--sampling-steps", type=int, default=16)
     p.add_argument("--random-setting", action="store_true", default=True, help="also evaluate random starts and goals (1 seed)")
@@ -86,6 +96,8 @@ def main(argv=None) -> int:
             "replan_every": args.replan_every,
             "eval_seeds": args.eval_seeds,
             "train_seeds": [args.train_seed],
+            "guidance_scales": TUNED_SCALES if args.tuned else args.guidance_scale,
+            "guidance_scale_note": "picked per maze and method on validation seed 10 from {10, 20, 40, 80}" if args.tuned else "one scale for df and df_mcg",
         },
         "published_normalized": PUBLISHED,
         "mazes": {},
@@ -109,15 +121,23 @@ def main(argv=None) -> int:
         for kind in kinds:
             t0 = time.time()
             cfg = PlannerConfig(maze=maze, training_noise=kind)
-            planners[kind] = train_planner(cfg, data, settings, progress=False, log=None)
-            planners[kind].save(os.path.join(args.work_dir, f"{maze}-{kind}.dfplan"))
-            entry[f"seconds_train_{kind}"] = round(time.time() - t0, 1)
+            ckpt = os.path.join(args.work_dir, f"{maze}-{kind}.dfplan")
+            if args.reuse_checkpoints and os.path.exists(ckpt):
+                planners[kind] = Planner.from_checkpoint(ckpt)
+                if planners[kind].extra.get("train", {}).get("steps") != train_steps:
+                    raise ValueError(f"{ckpt} was trained for a different budget; drop --reuse-checkpoints")
+                entry[f"seconds_train_{kind}"] = round(planners[kind].extra["train_seconds"], 1)
+            else:
+                planners[kind] = train_planner(cfg, data, settings, progress=False, log=None)
+                planners[kind].save(ckpt)
+                entry[f"seconds_train_{kind}"] = round(time.time() - t0, 1)
             print(f"[{maze}] trained {kind} ({train_steps} steps) in {entry[f'seconds_train_{kind}']}s", flush=True)
         entry["model"] = asdict(PlannerConfig(maze=maze))
         entry["methods"], entry["random_setting"] = {}, {}
         for method in args.methods:
             planner = planners["full_sequence" if method == "full_sequence" else "independent"]
-            ps = PlanSettings(method=method, steps=args.sampling_steps, guidance_scale=args.guidance_scale, mc_samples=args.mc_samples)
+            scale = TUNED_SCALES[maze].get(method, args.guidance_scale) if args.tuned else args.guidance_scale
+            ps = PlanSettings(method=method, steps=args.sampling_steps, guidance_scale=scale, mc_samples=args.mc_samples)
             runs = []
             for i, seed in enumerate(args.eval_seeds):
                 r = run_episodes(planner, maze, episodes, "single_goal", seed, args.replan_every, ps, record=i == 0)
@@ -158,6 +178,9 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         f"{results['date']}, {results['machine']}, budget `{results['budget']}`, total {results.get('seconds_total', 0) / 60:.1f} min.",
         "",
         f"Data: {results['data_note']}. Published numbers use D4RL's own datasets and far larger training budgets.",
+        "",
+        f"Guidance scales: {json.dumps(results['protocol'].get('guidance_scales', 10.0))} "
+        f"({results['protocol'].get('guidance_scale_note', 'one scale for df and df_mcg')}).",
         "",
         "Single-goal setting (D4RL's fixed goal, random starts), mean ± std over all evaluation episodes "
         f"({len(results['protocol']['eval_seeds'])} evaluation seeds, one training seed); steps to goal over the episodes that reached it.",
