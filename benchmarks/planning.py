@@ -100,6 +100,7 @@ def main(argv=None) -> int:
             "guidance_scale_note": "picked per maze and method on validation seed 10 from {10, 20, 40, 80}" if args.tuned else "one scale for df and df_mcg",
         },
         "published_normalized": PUBLISHED,
+        "reused_checkpoints": bool(args.reuse_checkpoints),
         "mazes": {},
     }
     for maze in args.mazes:
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
                 planners[kind] = train_planner(cfg, data, settings, progress=False, log=None)
                 planners[kind].save(ckpt)
                 entry[f"seconds_train_{kind}"] = round(time.time() - t0, 1)
-            print(f"[{maze}] trained {kind} ({train_steps} steps) in {entry[f'seconds_train_{kind}']}s", flush=True)
+            print(f"[{maze}] {kind}: {train_steps} training steps, {entry[f'seconds_train_{kind}']}s", flush=True)
         entry["model"] = asdict(PlannerConfig(maze=maze))
         entry["methods"], entry["random_setting"] = {}, {}
         for method in args.methods:
@@ -175,7 +176,9 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
     lines = [
         "# Maze planning (PointMaze-v3 = D4RL maze2d layouts)",
         "",
-        f"{results['date']}, {results['machine']}, budget `{results['budget']}`, total {results.get('seconds_total', 0) / 60:.1f} min.",
+        f"{results['date']}, {results['machine']}, budget `{results['budget']}`, total {results.get('seconds_total', 0) / 60:.1f} min"
+        + (" (evaluation only: models loaded from an earlier run with this budget; training times below are that run's)."
+           if results.get("reused_checkpoints") else " (data, training and evaluation)."),
         "",
         f"Data: {results['data_note']}. Published numbers use D4RL's own datasets and far larger training budgets.",
         "",
@@ -210,9 +213,10 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         lines.append(f"- df_mcg success >= 90% on medium: {'met' if sr >= 0.9 else 'NOT met'} ({100 * sr:.0f}%).")
     if all("df_mcg" in e["methods"] and "df" in e["methods"] for e in mz.values()):
         mcg = {m: e["methods"]["df_mcg"]["normalized_score"]["mean"] - e["methods"]["df"]["normalized_score"]["mean"] for m, e in mz.items()}
-        lines.append("- Monte Carlo guidance vs one sample (df_mcg - df, normalized score, same guidance scale): "
+        how = "each at its validation-picked scale" if isinstance(results["protocol"].get("guidance_scales"), dict) else "same guidance scale"
+        lines.append(f"- Monte Carlo guidance vs one sample (df_mcg - df, normalized score, {how}): "
                      + ", ".join(f"{m}: {d:+.1f}" for m, d in mcg.items()) + ".")
-    lines += ["", "Budgets (per maze; each of the two models gets the same training steps):", "",
+    lines += ["", "Budgets (per maze; each of the two models gets the same training steps; data s = 0 when the dataset was loaded):", "",
               "| maze | dataset steps | train steps | episodes/seed | data s | train DF s | train FS s |", "|---|---|---|---|---|---|---|"]
     for maze, e in results["mazes"].items():
         b = e["budget"]
