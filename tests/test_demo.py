@@ -25,7 +25,7 @@ def test_quick_demo_writes_png_metrics_and_models(tmp_path):
     res = run_demo(quick_config(str(tmp_path)), log=lambda *a: None)
     assert (tmp_path / "rollout.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["methods"].keys() == {"diffusion_forcing", "teacher_forcing"}
+    assert saved["methods"].keys() == {"diffusion_forcing", "teacher_forcing", "diffusion_forcing_pyramid", "teacher_forcing_pyramid"}
     for m in saved["methods"].values():
         assert len(m["marginal_w1_per_segment"]) == 10  # 10x the training window, one value per window
     assert res["methods"]["diffusion_forcing"]["finite"]

@@ -146,6 +146,8 @@ def test_cli_help_and_schedule(tmp_path):
     assert r.returncode == 0 and all(c in r.stdout for c in ("train", "sample", "schedule", "demo"))
     r = _dforce("train", "--help")
     assert r.returncode == 0 and "--model.width" in r.stdout and "transformer width" in r.stdout
+    r = _dforce("demo", "--help")
+    assert r.returncode == 0 and "--train_steps" in r.stdout and "--rollout_windows" in r.stdout
     png = tmp_path / "m.png"
     r = _dforce("schedule", "show", "pyramid", "--tokens", "4", "--steps", "3", "--plot", str(png))
     assert r.returncode == 0 and png.is_file()
@@ -166,3 +168,17 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
     assert "world_size" not in r.stderr or "2" in r.stderr
+
+
+def test_validation_samples_and_logs_metrics(tmp_path):
+    from dforce.training import SequenceDataset
+
+    series = sine_series(600)
+    val = SequenceDataset(np.stack([series[i : i + 16] for i in range(0, 160, 16)]))
+    train(small_model(), RandomWindows(series, 16), quick_cfg(tmp_path, max_steps=10, val_every=5, val_sample_steps=2), val_data=val)
+    text = next((tmp_path / "logs").glob("version_*/metrics.csv")).read_text()
+    header = text.splitlines()[0].split(",")
+    assert "val/loss" in header and "val/sample_mse" in header
+    col = header.index("val/sample_mse")
+    values = [float(r.split(",")[col]) for r in text.splitlines()[1:] if r.split(",")[col]]
+    assert len(values) == 2 and all(np.isfinite(values))

@@ -10,7 +10,7 @@ def main(argv: list[str]) -> int:
     p = parser("dforce demo", "Train Diffusion Forcing and a teacher-forcing baseline the same way on Lorenz-63 data "
                "generated on the spot, roll both out 10x past the training window with stabilization, and write a PNG "
                "and a metrics JSON (distance to the true attractor per rollout segment). About 5 minutes on 2 CPU cores.")
-    p.add_class_arguments(DemoConfig, "demo", as_group=False)
-    a = p.parse_args(["--demo." + x[2:] if x.startswith("--") and x not in ("--help", "-h") else x for x in normalize_argv(argv)])
-    main_demo(p.instantiate_classes(a).demo)
+    p.add_class_arguments(DemoConfig, None)
+    a = p.parse_args(normalize_argv(argv))
+    main_demo(DemoConfig(**{k: v for k, v in vars(a).items() if k != "__path__"}))
     return 0

@@ -27,7 +27,7 @@ def build_parser():
 
 def parse_run(argv: list[str]) -> RunConfig:
     p = build_parser()
-    ns = p.instantiate_classes(p.parse_args(normalize_argv(argv)))
+    ns = p.instantiate(p.parse_args(normalize_argv(argv)))
     return RunConfig(model=ns.model, data=ns.data, train=ns.train, sample=ns.sample, out_dir=ns.out_dir)
 
 

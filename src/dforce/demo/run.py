@@ -113,27 +113,32 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                         checkpoint_every=cfg.train_steps, accelerator="cpu"),
         )
         train_s = time.time() - t0
-        t0 = time.time()
         context = torch.from_numpy(norm(test_traj[:, : cfg.context_frames])).float()
         stab = cfg.stabilization_level if noise == "independent" else 0.0
-        pred = model.sample(context=context, horizon=horizon, steps=cfg.steps, stabilization_level=stab, seed=cfg.seed,
-                            precision="bf16" if cfg.precision.startswith("bf16") else "fp32", progress=False)
-        sample_s = time.time() - t0
-        pred = pred.numpy()
-        rollouts[name] = pred
         truth = norm(test_traj[:, cfg.context_frames :])
-        seg = segment_distances(pred, reference, frames_per_window)
-        first = min(25, horizon)
-        results["methods"][name] = {
-            "train_seconds": round(train_s, 1),
-            "sample_seconds": round(sample_s, 1),
-            "marginal_w1_per_segment": [round(v, 4) for v in seg],
-            "marginal_w1_last_segment": round(seg[-1], 4),
-            "short_term_mse": round(float(np.mean((pred[:, :first] - truth[:, :first]) ** 2)), 4),
-            "finite": bool(np.isfinite(pred).all()),
-        }
+        # the same trained model under two scheduling matrices: token by token, and a pyramid
+        for schedule in ("autoregressive", "pyramid"):
+            t0 = time.time()
+            pred = model.sample(context=context, horizon=horizon, steps=cfg.steps, stabilization_level=stab, seed=cfg.seed,
+                                schedule=schedule, precision="bf16" if cfg.precision.startswith("bf16") else "fp32")
+            sample_s = time.time() - t0
+            pred = pred.numpy()
+            key = name if schedule == "autoregressive" else f"{name}_pyramid"
+            rollouts[key] = pred
+            seg = segment_distances(pred, reference, frames_per_window)
+            first = min(25, horizon)
+            results["methods"][key] = {
+                "schedule": schedule,
+                "train_seconds": round(train_s, 1),
+                "sample_seconds": round(sample_s, 1),
+                "marginal_w1_per_segment": [round(v, 4) for v in seg],
+                "marginal_w1_mean": round(float(np.mean(seg)), 4),
+                "marginal_w1_last_segment": round(seg[-1], 4),
+                "short_term_mse": round(float(np.mean((pred[:, :first] - truth[:, :first]) ** 2)), 4),
+                "finite": bool(np.isfinite(pred).all()),
+            }
+            log(f"  {key}: W1 to the attractor per segment {results['methods'][key]['marginal_w1_per_segment']}")
         export_model(model, out / "models" / name, extra={"mean": mean.tolist(), "std": std.tolist()})
-        log(f"  {name}: W1 to attractor per segment {results['methods'][name]['marginal_w1_per_segment']}")
     # the ground truth's own distance: what a perfect model would score with this many samples
     results["ground_truth_w1_per_segment"] = [round(v, 4) for v in segment_distances(norm(test_traj[:, cfg.context_frames :]), reference, frames_per_window)]
     results["total_seconds"] = round(time.time() - t_start, 1)
@@ -150,7 +155,7 @@ def plot_demo(path: Path, truth: np.ndarray, rollouts: dict, results: dict, cfg:
 
     fig = plt.figure(figsize=(15, 8.5))
     grid = fig.add_gridspec(2, 3)
-    names = [("ground truth", truth[:, cfg.context_frames :]), *((k.replace("_", " "), v) for k, v in rollouts.items())]
+    names = [("ground truth", truth[:, cfg.context_frames :]), *((k.replace("_", " "), v) for k, v in rollouts.items() if "pyramid" not in k)]
     for i, (title, data) in enumerate(names):
         ax = fig.add_subplot(grid[0, i])
         d = np.clip(data[0], -4, 4)
@@ -160,7 +165,8 @@ def plot_demo(path: Path, truth: np.ndarray, rollouts: dict, results: dict, cfg:
     tt = np.arange(truth.shape[1]) - cfg.context_frames
     ax.plot(tt, truth[0, :, 0], "k", lw=1, label="ground truth")
     for k, v in rollouts.items():
-        ax.plot(tt[cfg.context_frames :], np.clip(v[0, :, 0], -5, 5), lw=0.8, label=k.replace("_", " "))
+        if "pyramid" not in k:
+            ax.plot(tt[cfg.context_frames :], np.clip(v[0, :, 0], -5, 5), lw=0.8, label=k.replace("_", " "))
     ax.axvline(0, color="grey", ls=":")
     for w in range(1, cfg.rollout_windows):
         ax.axvline(w * cfg.window * cfg.frame_stack, color="grey", lw=0.3)
@@ -170,7 +176,8 @@ def plot_demo(path: Path, truth: np.ndarray, rollouts: dict, results: dict, cfg:
     seg = np.arange(1, cfg.rollout_windows + 1)
     ax.plot(seg, results["ground_truth_w1_per_segment"], "k--", label="ground truth")
     for k, m in results["methods"].items():
-        ax.plot(seg, np.minimum(m["marginal_w1_per_segment"], 10), "o-", label=k.replace("_", " "))
+        ax.plot(seg, np.minimum(m["marginal_w1_per_segment"], 10), "o-" if m["schedule"] == "autoregressive" else "s--",
+                label=k.replace("_", " ") + ("" if m["schedule"] == "pyramid" else " (AR)"))
     ax.set(xlabel="rollout segment (training windows)", ylabel="W1 to the attractor's marginals", yscale="log", title="drift per segment")
     ax.legend(fontsize=8)
     fig.tight_layout()
