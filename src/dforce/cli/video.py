@@ -156,7 +156,7 @@ def _eval(argv: list[str]) -> int:
     truth = x[:, a.context :]
     pred = generate(model, x[:, : a.context], a.horizon, rc, cond=cond, seed=a.seed)
     segment = a.segment or model.window * model.frame_stack
-    reference = fixed_split(sprites, "val", 64, segment, seed=a.seed + 1)["x"]
+    reference = fixed_split(sprites, "val", 64, segment, seed=a.seed)["x"]  # as in benchmarks/video.py
     res = score(pred, truth, reference, segment, sprite_counts(truth))
     res["config"] = {k: v for k, v in vars(rc).items() if k != "extra"}
     text = json.dumps(res, indent=1)
