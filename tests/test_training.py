@@ -182,3 +182,11 @@ def test_validation_samples_and_logs_metrics(tmp_path):
     col = header.index("val/sample_mse")
     values = [float(r.split(",")[col]) for r in text.splitlines()[1:] if r.split(",")[col]]
     assert len(values) == 2 and all(np.isfinite(values))
+
+
+def test_normalize_argv():
+    from dforce.cli.common import normalize_argv
+
+    assert normalize_argv(["run.yaml", "train.lr=0.1", "--out", "m.json", "--model.width", "8"]) == [
+        "--config", "run.yaml", "--train.lr=0.1", "--out", "m.json", "--model.width", "8"]
+    assert normalize_argv(["--print_config", "run.yml"]) == ["--print_config", "--config", "run.yml"]

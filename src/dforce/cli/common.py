@@ -5,13 +5,24 @@ from __future__ import annotations
 from jsonargparse import ArgumentParser
 
 
+_FLAGS = ("--print_config", "--help", "-h")  # options that take no separate value
+
+
 def normalize_argv(argv: list[str]) -> list[str]:
-    """Turn ``CONFIG.yaml`` into ``--config CONFIG.yaml`` and ``a.b=v`` into ``--a.b=v``."""
+    """Turn a positional ``CONFIG.yaml`` into ``--config CONFIG.yaml`` and ``a.b=v`` into ``--a.b=v``.
+
+    A token right after an option that takes its value separately (``--out m.json``) is that
+    option's value and is left alone.
+    """
     out = []
     for i, arg in enumerate(argv):
-        if not arg.startswith("-") and arg.endswith((".yaml", ".yml", ".json")) and "=" not in arg:
+        prev = argv[i - 1] if i else ""
+        is_value = prev.startswith("-") and "=" not in prev and prev not in _FLAGS
+        if is_value or arg.startswith("-"):
+            out.append(arg)
+        elif arg.endswith((".yaml", ".yml", ".json")) and "=" not in arg:
             out += ["--config", arg]
-        elif not arg.startswith("-") and "=" in arg and "." in arg.split("=", 1)[0] and (i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]):
+        elif "=" in arg and "." in arg.split("=", 1)[0]:
             out.append("--" + arg)
         else:
             out.append(arg)
