@@ -17,6 +17,7 @@ from dforce.backbones.transformer import Transformer
 BACKBONES: dict[str, str] = {
     "transformer": "dforce.backbones.transformer:Transformer",
     "rnn": "dforce.backbones.rnn:RNN",
+    "video_transformer": "dforce.backbones.video_transformer:VideoTransformer",
 }
 
 

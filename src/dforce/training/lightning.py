@@ -35,7 +35,9 @@ class TrainConfig:
     Attributes:
         max_steps: optimizer steps in total (a resumed run continues up to this count).
         batch_size: sequences per step and process.
-        lr, weight_decay, betas: AdamW.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to biases and norms).
+        betas: AdamW betas.
         warmup_steps: linear learning-rate warm-up, constant afterwards.
         grad_clip: clip the gradient norm (0 disables).
         ema_decay: decay of the EMA weights used for sampling and export (0 disables).
@@ -46,7 +48,9 @@ class TrainConfig:
         val_every: validate every n steps (needs validation data; None disables).
         checkpoint_every: save ``last.ckpt`` every n steps.
         num_workers: data-loader workers.
-        accelerator, devices, strategy: Lightning's (``cpu``/``gpu``/``auto``; ``ddp`` for several processes).
+        accelerator: Lightning accelerator: ``auto``, ``cpu`` or ``gpu``.
+        devices: processes / GPUs (e.g. 2 with strategy ``ddp``).
+        strategy: Lightning strategy: ``auto``, ``ddp`` (gloo on CPU, NCCL on GPU), ``fsdp``.
         logger: ``csv`` (default, local files), ``tensorboard``, ``wandb`` or ``none``.
         progress: show a progress bar.
         resume: continue from ``out_dir/checkpoints/last.ckpt`` when it exists.

@@ -1,0 +1,205 @@
+"""Video benchmark: Diffusion Forcing vs teacher forcing vs full-sequence diffusion on moving digits.
+
+Trains the three methods with the same backbone (VideoTransformer, preset ``tiny``) and the same
+budget (optimizer steps x batch) on 8-frame clips of 1-2 bouncing scikit-learn digits (32x32),
+rolls each out 80 frames (10x the training length) from 4 ground-truth frames of held-out test
+clips, and compares Diffusion Forcing with and without vanilla and fractional history guidance.
+
+Writes ``benchmarks/results/video.json`` (per method: PSNR / SSIM / MSE per horizon bucket and the
+drift diagnostics per rollout segment), ``benchmarks/results/video.md`` and a GIF of a few
+rollouts next to the ground truth.
+
+    PYTHONPATH=src python benchmarks/video.py                 # ~25 min on a shared 2-core CPU
+    PYTHONPATH=src python benchmarks/video.py --quick         # smoke run, ~1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from dforce.video import metrics as M
+from dforce.video.data import SpriteConfig, fixed_split
+from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, train_video_model
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def regenerate_markdown(out: str = os.path.join(ROOT, "results"), name: str = "video") -> None:
+    """Rewrite ``NAME.md`` from ``NAME.json`` (after changing the table layout, without re-running)."""
+    with open(os.path.join(out, f"{name}.json")) as f:
+        _atomic_write(os.path.join(out, f"{name}.md"), markdown(json.load(f)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-steps", type=int, default=600, help="optimizer steps per method")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--window", type=int, default=8, help="training clip length in frames")
+    p.add_argument("--context", type=int, default=4, help="ground-truth frames given to every rollout")
+    p.add_argument("--rollout-factor", type=int, default=10, help="rollout length in units of the training length")
+    p.add_argument("--n-test", type=int, default=16, help="test clips")
+    p.add_argument("--sample-steps", type=int, default=10)
+    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--fractional-level", type=float, default=0.5)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--parametrization", default="x0", help="x0, v or eps (the same for every method)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=os.path.join(ROOT, "results"))
+    p.add_argument("--ckpt-dir", default=None, help="export the trained models here (dforce rollout generate can load them)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.train_steps, a.n_test, a.sample_steps, a.rollout_factor = 20, 4, 3, 2
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    os.makedirs(a.out, exist_ok=True)
+    t_start = time.time()
+
+    sprites = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 2), speed=(1.0, 3.0))
+    horizon = a.rollout_factor * a.window
+    test = fixed_split(sprites, "test", a.n_test, a.context + horizon, seed=a.seed)
+    context, truth = test["x"][:, : a.context], test["x"][:, a.context :]
+    counts = M.sprite_counts(truth)  # components per ground-truth frame (overlaps merge, as in the samples)
+    reference = fixed_split(sprites, "val", 64, a.window, seed=a.seed)["x"]  # frames of the data distribution
+
+    models, train_time = {}, {}
+    for method in ("df", "tf", "fs"):
+        torch.manual_seed(a.seed)
+        model = build_video_model(method, frame_size=32, window=a.window, preset=a.preset, parametrization=a.parametrization)
+        t0 = time.time()
+        out_dir = os.path.join(a.ckpt_dir, f"run_{method}") if a.ckpt_dir else None
+        models[method] = train_video_model(model, sprites, a.train_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                                           out_dir=out_dir)
+        train_time[method] = time.time() - t0
+        print(f"trained {method} in {train_time[method]:.0f}s", flush=True)
+        if a.ckpt_dir:
+            from dforce.training import export_model
+
+            export_model(models[method], os.path.join(a.ckpt_dir, method), extra={"sprites": sprites.to_dict(), "method": method})
+
+    common = dict(steps=a.sample_steps, chunk_size=a.context, history_len=a.context)
+    runs = {
+        "DF": ("df", RolloutConfig("df", **common)),
+        "DF + vanilla HG": ("df", RolloutConfig("df", guidance="vanilla", guidance_scale=a.guidance_scale, **common)),
+        "DF + fractional HG": ("df", RolloutConfig("df", guidance="fractional", guidance_scale=a.guidance_scale,
+                                                   fractional_level=a.fractional_level, **common)),
+        "DF, no stabilization": ("df", RolloutConfig("df", stabilization_level=0.0, **common)),
+        "teacher forcing": ("tf", RolloutConfig("tf", **common)),
+        "full-sequence (replacement)": ("fs", RolloutConfig("fs", **common)),
+    }
+    results = {"ground truth": {**score(truth, truth, reference, a.window, counts), "sample_seconds": 0.0}}
+    # calibration rows: what a model that ignores the dynamics scores
+    for name, pred in (("copy last context frame", context[:, -1:].expand_as(truth)), ("blank frames", -torch.ones_like(truth))):
+        results[name] = {**score(pred, truth, reference, a.window, counts), "sample_seconds": 0.0}
+    samples = {}
+    for name, (method, rc) in runs.items():
+        t0 = time.time()
+        with torch.no_grad():
+            pred = generate(models[method], context, horizon, rc, seed=a.seed)
+        dt = time.time() - t0
+        samples[name] = pred
+        results[name] = {**score(pred, truth, reference, a.window, counts), "sample_seconds": dt,
+                         "config": {k: v for k, v in vars(rc).items() if k != "extra"}}
+        last = results[name]["drift"][-1]
+        print(f"{name:30s} {dt:6.1f}s  PSNR first/last {list(results[name]['psnr'].values())[0]:.2f}/"
+              f"{list(results[name]['psnr'].values())[-1]:.2f}  hist_tv last {last['hist_tv']:.3f}  sprites last "
+              f"{last['sprites']:.2f}", flush=True)
+
+    total = time.time() - t_start
+    meta = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, torch threads={a.threads}",
+        "torch": torch.__version__,
+        "data": {**sprites.to_dict(), "test_clips": a.n_test, "context": a.context, "horizon": horizon, "seed": a.seed},
+        "train": {"steps": a.train_steps, "batch_size": a.batch_size, "lr": a.lr, "window": a.window, "preset": a.preset, "parametrization": a.parametrization,
+                  "seconds": train_time},
+        "sampling_steps": a.sample_steps,
+        "wall_seconds": total,
+        "quick": a.quick,
+    }
+    payload = {"meta": meta, "results": results}
+    name = "video_quick" if a.quick else "video"
+    _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
+    _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))
+    show = ["DF", "DF + vanilla HG", "teacher forcing", "full-sequence (replacement)"]  # keep in sync with markdown()
+    rows = [truth[:3]] + [samples[n][:3] for n in show]
+    M.write_video(os.path.join(a.out, f"{name}.gif"), rows, fps=8)
+    print(f"done in {total:.0f}s -> {a.out}/{name}.json, .md, .gif")
+    return 0
+
+
+def markdown(payload: dict) -> str:
+    meta, res = payload["meta"], payload["results"]
+    d, tr = meta["data"], meta["train"]
+    lines = [
+        "# Video benchmark: Diffusion Forcing vs teacher forcing vs full-sequence diffusion",
+        "",
+        f"{meta['date']}, {meta['machine']}, torch {meta['torch']}; wall time {meta['wall_seconds'] / 60:.1f} min "
+        f"(budget ~25 min). Quick smoke run: {meta['quick']}.",
+        "",
+        f"Data: {d['num_sprites'][0]}-{d['num_sprites'][1]} bouncing scikit-learn digits ({d['sprite_size'] or d['frame_size'] // 2}px) in "
+        f"{d['frame_size']}x{d['frame_size']} frames. Each method: VideoTransformer preset `{tr['preset']}`, {tr['steps']} steps x "
+        f"{tr['batch_size']} clips of {tr['window']} frames (training seconds: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in tr["seconds"].items())
+        + f"). Rollouts: {d['horizon']} frames ({d['horizon'] // tr['window']}x the training length) after {d['context']} ground-truth frames on "
+        f"{d['test_clips']} held-out test clips, {meta['sampling_steps']} DDIM steps per chunk of {d['context']} frames "
+        "(teacher forcing: one frame at a time).",
+        "",
+        "GIF (`video.gif`): ground truth on top, then DF, DF + vanilla HG, teacher forcing, full-sequence; three test clips side by side.",
+        "",
+        "Drift (no ground truth needed): `hist TV` = total-variation distance of the sprite-intensity histogram to data frames "
+        "(lower is better); `sprites` = connected components per frame (truth row = target); `count err` = mean |sprites - components of the ground-truth frame|.",
+        "",
+    ]
+    names = list(res)
+    segs = [r["frames"] for r in res["ground truth"]["drift"]]
+    first, mid, last = segs[0], segs[len(segs) // 2], segs[-1]
+    lines += [
+        f"| method | PSNR {first} | PSNR {mid} | PSNR {last} | SSIM {first} | SSIM {last} | hist TV {first} | hist TV {last} | "
+        f"sprites {first} | sprites {last} | count err {last} | sample s |",
+        "|---" * 12 + "|",
+    ]
+    for n in names:
+        r = res[n]
+        dr = {x["frames"]: x for x in r["drift"]}
+        if n in ("ground truth",):
+            lines.append(f"| {n} | - | - | - | - | - | {dr[first]['hist_tv']:.3f} | {dr[last]['hist_tv']:.3f} | "
+                         f"{dr[first]['sprites']:.2f} | {dr[last]['sprites']:.2f} | 0 | - |")
+            continue
+        lines.append(
+            f"| {n} | {r['psnr'][first]:.2f} | {r['psnr'][mid]:.2f} | {r['psnr'][last]:.2f} | {r['ssim'][first]:.3f} | "
+            f"{r['ssim'][last]:.3f} | {dr[first]['hist_tv']:.3f} | {dr[last]['hist_tv']:.3f} | {dr[first]['sprites']:.2f} | "
+            f"{dr[last]['sprites']:.2f} | {dr[last]['count_err']:.2f} | {r['sample_seconds']:.0f} |"
+        )
+    lines += ["", "Histogram distance per rollout segment (frames):", "",
+              "| method | " + " | ".join(segs) + " |", "|---" * (len(segs) + 1) + "|"]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(f"{x['hist_tv']:.3f}" for x in res[n]["drift"]) + " |")
+    lines += ["", "Mean sprite count per rollout segment:", "", "| method | " + " | ".join(segs) + " |", "|---" * (len(segs) + 1) + "|"]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(f"{x['sprites']:.2f}" for x in res[n]["drift"]) + " |")
+    lines += ["", "PSNR (dB) per horizon bucket:", "", "| method | " + " | ".join(segs) + " |", "|---" * (len(segs) + 1) + "|"]
+    for n in names[1:]:
+        lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in res[n]["psnr"].values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

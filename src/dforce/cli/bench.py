@@ -1,0 +1,23 @@
+"""``dforce bench NAME [args]``: run a benchmark script from a source checkout's benchmarks/ folder."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+NAMES = ("core", "forecast", "video", "planning", "speed")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in NAMES:
+        print(f"usage: dforce bench {{{','.join(NAMES)}}} [script options]\n"
+              "Runs benchmarks/NAME.py of the source checkout; results go to benchmarks/results/NAME.{json,md}.")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / f"{argv[0]}.py"
+    if not script.is_file():
+        print(f"dforce bench: {script} not found; benchmarks run from a source checkout (git clone), not from a wheel", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *argv[1:]]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0

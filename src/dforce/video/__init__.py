@@ -1,0 +1,1 @@
+"""Video: moving-sprite data, rollouts, keyframe interpolation, metrics and writers."""
