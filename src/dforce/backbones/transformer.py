@@ -114,6 +114,8 @@ class Transformer(nn.Module):
         cond_dim: size of the optional per-token external condition (0 = none).
     """
 
+    registry_name = "transformer"
+
     def __init__(
         self,
         dim: int,
@@ -126,6 +128,7 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.config = dict(dim=dim, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, causal=causal, cond_dim=cond_dim, dropout=dropout)
         self.dim, self.causal, self.cond_dim = dim, causal, cond_dim
         self.token_shape = (dim,)
         self.embed = nn.Linear(dim, width)

@@ -72,6 +72,10 @@ class NoiseSchedule:
             lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
         return (lo + hi) / 2
 
+    def config(self) -> dict:
+        """JSON-serialisable description: ``get_schedule(**cfg)`` rebuilds the schedule."""
+        return {"name": self.name, **vars(self)}
+
     def __repr__(self) -> str:
         extra = {k: v for k, v in vars(self).items() if not k.startswith("logsnr")}
         args = ", ".join(f"{k}={v}" for k, v in extra.items())
@@ -164,6 +168,8 @@ SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
 def get_schedule(name: str | NoiseSchedule, **kwargs: float) -> NoiseSchedule:
     """Build a schedule by name (``cosine``, ``linear``, ``sigmoid``, ``rectified_flow``)."""
     if isinstance(name, NoiseSchedule):
+        if kwargs:
+            raise ValueError("schedule options go to the schedule's constructor, not with an instance")
         return name
     if name not in SCHEDULES:
         raise ValueError(f"unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}")
