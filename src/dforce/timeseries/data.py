@@ -193,6 +193,14 @@ def rolling_windows(frame: TimeSeriesFrame, protocol: RollingProtocol) -> list[t
 
 
 # ---------------------------------------------------------------------------- user tables
+def _infer_freq(index: pd.Index) -> Optional[str]:
+    try:
+        f = pd.infer_freq(index)
+    except (TypeError, ValueError):
+        return None
+    return None if f is None else getattr(f, "freqstr", f)
+
+
 def _regularize(df: pd.DataFrame, freq: Optional[str]) -> tuple[pd.DataFrame, Optional[str]]:
     """Sort by time and reindex onto a complete regular grid (gaps -> NaN rows)."""
     df = df[~df.index.duplicated(keep="first")].sort_index()
@@ -200,10 +208,11 @@ def _regularize(df: pd.DataFrame, freq: Optional[str]) -> tuple[pd.DataFrame, Op
         full = pd.period_range(df.index[0], df.index[-1], freq=df.index.freq)
         return df.reindex(full), df.index.freqstr
     if freq is None and len(df) >= 3:
-        freq = pd.infer_freq(df.index[: min(len(df), 200)])
+        freq = _infer_freq(df.index[: min(len(df), 200)])
         if freq is None:  # gaps: use the most common spacing
             step = pd.Series(df.index[1:] - df.index[:-1]).mode().iloc[0]
-            freq = pd.tseries.frequencies.to_offset(step).freqstr
+            days = step / pd.Timedelta(days=1)
+            freq = (f"{int(days)}D" if days > 1 else "D") if days == int(days) else pd.tseries.frequencies.to_offset(step).freqstr
     if freq is not None:
         full = pd.date_range(df.index[0], df.index[-1], freq=freq)
         if len(full) >= len(df) and df.index.isin(full).all():
@@ -429,9 +438,9 @@ def calendar_features(index: pd.Index, freq: Optional[str]) -> tuple[np.ndarray,
     if step < pd.Timedelta(days=1):
         phases.append(("day", (idx.hour * 3600 + idx.minute * 60 + idx.second).to_numpy() / 86400.0))
     if step < pd.Timedelta(days=7):
-        phases.append(("week", idx.dayofweek.to_numpy() / 7.0))
+        phases.append(("week", idx.day_of_week.to_numpy() / 7.0))
     if step < pd.Timedelta(days=360):
-        phases.append(("year", (idx.dayofyear.to_numpy() - 1) / 365.25))
+        phases.append(("year", (idx.day_of_year.to_numpy() - 1) / 365.25))
     feats, names = [], []
     for name, ph in phases:
         feats += [np.cos(2 * np.pi * ph), np.sin(2 * np.pi * ph)]
@@ -446,7 +455,7 @@ def future_index(index: pd.Index, horizon: int, freq: Optional[str]) -> pd.Index
     if isinstance(index, pd.PeriodIndex):
         return pd.period_range(index[-1] + 1, periods=horizon, freq=index.freq)
     if freq is None:
-        freq = pd.infer_freq(index[-min(len(index), 50):]) if len(index) >= 3 else None
+        freq = _infer_freq(index[-min(len(index), 50):]) if len(index) >= 3 else None
     if freq is None:
         raise ValueError("cannot extend the time index: the frequency is unknown; pass freq= when loading the data")
     return pd.date_range(index[-1], periods=horizon + 1, freq=freq)[1:]
