@@ -109,8 +109,9 @@ class ForecasterConfig:
         width, depth, heads, dropout, noise_schedule, parametrization, weighting,
         training_noise: ``independent`` (Diffusion Forcing), ``teacher_forcing`` or ``full_sequence``.
     Training (:class:`dforce.training.TrainConfig`):
-        max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, ema_decay, precision, seed,
-        out_dir, progress.
+        max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, ema_decay (None:
+        ``min(0.999, 1 - 10 / max_steps)``, since the EMA has no bias correction and a short run
+        would otherwise keep mostly its initial weights), precision, seed, out_dir, progress.
     Sampling:
         schedule (``autoregressive``, ``pyramid``, ``full_sequence``), steps, eta,
         stabilization_level, uncertainty_scale, sample_precision (``fp32``/``bf16``),
@@ -140,7 +141,7 @@ class ForecasterConfig:
     weight_decay: float = 1e-3
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    ema_decay: Optional[float] = None
     precision: str = "bf16-mixed"
     seed: int = 0
     out_dir: Optional[str] = None
@@ -174,9 +175,12 @@ class ForecasterConfig:
 
     def sampling_config(self) -> SamplingConfig:
         stab = self.stabilization_level if self.training_noise != "teacher_forcing" else 0.0
+        # autoregressive: one new token per window (the causal model never needs the pure-noise
+        # tokens after the one being denoised, so the window is cut there: half the compute)
         return SamplingConfig(
             schedule=self.schedule, steps=self.steps, eta=self.eta, stabilization_level=stab,
             uncertainty_scale=self.uncertainty_scale, history_len=self.context_length,
+            chunk_size=1 if self.schedule == "autoregressive" else None,
         )
 
     @property
@@ -390,7 +394,7 @@ class Forecaster:
         model = self._build()
         tc = TrainConfig(
             max_steps=c.max_steps, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay, warmup_steps=c.warmup_steps,
-            grad_clip=c.grad_clip, ema_decay=c.ema_decay, precision=c.precision, seed=c.seed, out_dir=c.out_dir,
+            grad_clip=c.grad_clip, ema_decay=c.ema_decay if c.ema_decay is not None else min(0.999, max(0.0, 1 - 10 / c.max_steps)), precision=c.precision, seed=c.seed, out_dir=c.out_dir,
             progress=c.progress, logger="csv" if c.out_dir else "none", log_every=max(1, min(50, c.max_steps)),
             checkpoint_every=max(c.max_steps, 1),
         )
