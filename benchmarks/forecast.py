@@ -86,16 +86,24 @@ def summarize(per_seed: list[dict]) -> dict:
     }
 
 
-def write(results: dict, out: Path) -> None:
+def write(results: dict, out: Path, merge: bool = True) -> None:
+    """Write JSON + markdown atomically, keeping datasets another run already wrote."""
     out.mkdir(parents=True, exist_ok=True)
+    if merge and (out / "forecast.json").is_file():
+        old = json.loads((out / "forecast.json").read_text())
+        if old.get("meta", {}).get("quick") == results["meta"]["quick"]:
+            kept = {k: v for k, v in old.get("datasets", {}).items() if k not in results["run_datasets"]}
+            results["datasets"] = {**kept, **{k: v for k, v in results["datasets"].items() if k in results["run_datasets"]}}
+            results["meta"]["runs"] = {**old.get("meta", {}).get("runs", {}), **results["meta"]["runs"]}
     tmp = out / ".forecast.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, out / "forecast.json")
     lines = [
         "# Forecasting benchmark (CRPS-sum, lower is better)",
         "",
-        f"Machine: {results['meta']['machine']}; {results['meta']['date']}; wall time {results['meta'].get('wall_s', 0) / 60:.1f} min "
-        f"(budget {results['meta']['budget_min']} min). {results['meta']['note']}",
+        f"Machine: {results['meta']['machine']}. Budget {results['meta']['budget_min']} min of wall time per run; runs: "
+        + "; ".join(f"{d} {r['date']}, {r.get('wall_s', 0) / 60:.1f} min" for d, r in results["meta"]["runs"].items())
+        + f". {results['meta']['note']}",
         "",
         "| dataset | method | CRPS-sum mean ± std | per seed | CRPS | MAE | cov. 50% | cov. 90% | train s | sample s |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -138,10 +146,9 @@ def main(argv=None) -> int:
         },
         "published_exchange_rate": {k: {"crps_sum": m, "std": s} for k, (m, s) in PUBLISHED.items()},
         "datasets": {},
+        "run_datasets": list(args.datasets),
     }
-    if (out / "forecast.json").is_file() and not args.quick:  # keep datasets not rerun
-        old = json.loads((out / "forecast.json").read_text())
-        results["datasets"] = {k: v for k, v in old.get("datasets", {}).items() if k not in args.datasets}
+    results["meta"]["runs"] = {ds: {"date": results["meta"]["date"]} for ds in args.datasets}
     specs = datasets(args.quick)
     for ds in args.datasets:
         spec = specs[ds]
@@ -182,6 +189,8 @@ def main(argv=None) -> int:
                               history_steps=2 * proto.context_length, title=f"{ds}: {method}, last test window")
             entry["methods"][method] = {**summarize(per_seed), "train_s": t_train, "sample_s": t_sample}
             results["meta"]["wall_s"] = time.time() - t_start
+            for d in args.datasets:
+                results["meta"]["runs"][d]["wall_s"] = time.time() - t_start
             write(results, out)
     print((out / "forecast.md").read_text())
     return 0
