@@ -92,8 +92,17 @@ def write(results: dict, out: Path, merge: bool = True) -> None:
     if merge and (out / "forecast.json").is_file():
         old = json.loads((out / "forecast.json").read_text())
         if old.get("meta", {}).get("quick") == results["meta"]["quick"]:
-            kept = {k: v for k, v in old.get("datasets", {}).items() if k not in results["run_datasets"]}
-            results["datasets"] = {**kept, **{k: v for k, v in results["datasets"].items() if k in results["run_datasets"]}}
+            merged = dict(old.get("datasets", {}))
+            for k in results["run_datasets"]:  # methods of this run replace the same methods of earlier runs
+                if k in results["datasets"]:
+                    old_k, new_k = merged.get(k, {}), results["datasets"][k]
+                    merged[k] = {
+                        **new_k,
+                        **{f: v for f, v in old_k.items() if f not in ("methods", "methods_config")},  # the first run's setup
+                        "methods": {**old_k.get("methods", {}), **new_k["methods"]},
+                        "methods_config": {**old_k.get("methods_config", {}), **new_k.get("methods_config", {})},
+                    }
+            results["datasets"] = merged
             results["meta"]["runs"] = {**old.get("meta", {}).get("runs", {}), **results["meta"]["runs"]}
     tmp = out / ".forecast.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
@@ -129,6 +138,9 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="*", default=["exchange_rate", "vic_elec"])
     p.add_argument("--methods", nargs="*", default=["seasonal_naive", "random_walk", *METHODS])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max_steps", type=int, default=None, help="override the training steps of the models")
+    p.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
+    p.add_argument("--suffix", default="", help="appended to the method names in the results (e.g. _1000steps)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -148,8 +160,13 @@ def main(argv=None) -> int:
         "datasets": {},
         "run_datasets": list(args.datasets),
     }
-    results["meta"]["runs"] = {ds: {"date": results["meta"]["date"]} for ds in args.datasets}
+    results["meta"]["runs"] = {ds + args.suffix: {"date": results["meta"]["date"]} for ds in args.datasets}
     specs = datasets(args.quick)
+    for spec in specs.values():
+        if args.max_steps:
+            spec["model"]["max_steps"] = args.max_steps
+        if args.seeds:
+            spec["seeds"] = args.seeds
     for ds in args.datasets:
         spec = specs[ds]
         frame, proto = spec["frame"], spec["protocol"]
@@ -171,6 +188,9 @@ def main(argv=None) -> int:
                 else:
                     noise = METHODS[method]
                     cfg = ForecasterConfig(**COMMON, **spec["model"], **SAMPLING[noise], training_noise=noise, seed=seed)
+                    if seed == spec["seeds"][0]:
+                        entry["methods_config"] = entry.get("methods_config", {})
+                        entry["methods_config"][method + args.suffix] = {"max_steps": cfg.max_steps, **SAMPLING[noise]}
                     fc = Forecaster(cfg).fit(train)
                 t1 = time.time()
                 if isinstance(fc, Forecaster):
@@ -185,12 +205,12 @@ def main(argv=None) -> int:
                 per_seed.append({"seed": seed, **m})
                 print(f"{ds} {method} seed {seed}: crps_sum {m['crps_sum']:.5f} (train {t1 - t0:.0f}s, sample {t2 - t1:.0f}s)", flush=True)
                 if seed == spec["seeds"][0] and method in ("diffusion_forcing", "random_walk"):
-                    fan_chart(outs[-1], out / f"forecast_{ds}_{method}.png", history=histories[-1], actual=futures[-1],
+                    fan_chart(outs[-1], out / f"forecast_{ds}_{method}{args.suffix}.png", history=histories[-1], actual=futures[-1],
                               history_steps=2 * proto.context_length, title=f"{ds}: {method}, last test window")
-            entry["methods"][method] = {**summarize(per_seed), "train_s": t_train, "sample_s": t_sample}
+            entry["methods"][method + args.suffix] = {**summarize(per_seed), "train_s": t_train, "sample_s": t_sample}
             results["meta"]["wall_s"] = time.time() - t_start
             for d in args.datasets:
-                results["meta"]["runs"][d]["wall_s"] = time.time() - t_start
+                results["meta"]["runs"][d + args.suffix]["wall_s"] = time.time() - t_start
             write(results, out)
     print((out / "forecast.md").read_text())
     return 0
