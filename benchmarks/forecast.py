@@ -119,9 +119,9 @@ def write(results: dict, out: Path, merge: bool = True) -> None:
     ]
     for ds, entry in results["datasets"].items():
         for name, r in entry["methods"].items():
-            seeds = ", ".join(f"{v:.4f}" for v in r["crps_sum_per_seed"])
+            seeds = ", ".join(f"{v:.5f}" for v in r["crps_sum_per_seed"])
             lines.append(
-                f"| {ds} | {name} | {r['crps_sum_mean']:.4f} ± {r['crps_sum_std']:.4f} | {seeds} | {r['crps_mean']:.4g} | {r['mae_mean']:.4g} | "
+                f"| {ds} | {name} | {r['crps_sum_mean']:.5f} ± {r['crps_sum_std']:.5f} | {seeds} | {r['crps_mean']:.4g} | {r['mae_mean']:.4g} | "
                 f"{r['coverage_50_mean']:.2f} | {r['coverage_90_mean']:.2f} | {r.get('train_s', 0):.0f} | {r.get('sample_s', 0):.0f} |"
             )
     lines += ["", "Published CRPS-sum on exchange rate (Diffusion Forcing paper, Table 2):", "", "| method | CRPS-sum |", "|---|---|"]
