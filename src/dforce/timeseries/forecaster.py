@@ -1,0 +1,520 @@
+"""``Forecaster``: probabilistic multivariate forecasting with Diffusion Forcing.
+
+    fc = Forecaster(context_length=30, prediction_length=30, max_steps=2000).fit(frame)
+    fc_out = fc.predict(history, horizon=30, num_samples=100)
+    fc_out.quantiles()            # long DataFrame: time, series, mean, q0.05 ... q0.95
+    fc.save("model/"); Forecaster.load("model/")
+
+Each time step is one token. ``mode='joint'`` (the paper's setup) puts all D series of a time
+step in one token of size D, so samples are coherent across series (what CRPS-sum rewards);
+``mode='global'`` makes every series its own sequence (token size 1) with a one-hot series id in
+the condition -- a learned series embedding, since the backbone projects the condition linearly
+-- which suits many short series (``tourism``) and series with unaligned gaps (``pedestrian``).
+
+Per-token condition ``cond`` [B, C + H, Cc]: calendar Fourier features, covariates known in the
+future (normalised), lagged targets (value and availability flag; a lag that falls after the
+forecast origin is unavailable, so training draws a random origin per window), series one-hot.
+
+Missing values: a frame with a missing value (joint mode: any series missing) is a masked frame:
+pure noise in and zero loss in training, pure noise as context when forecasting. Never imputed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from dforce.backbones import Transformer
+from dforce.model import DiffusionForcing
+from dforce.sampling.rollout import SamplingConfig
+from dforce.timeseries.data import Scaler, TimeSeriesFrame, calendar_features, from_dataframe, future_index
+from dforce.timeseries.metrics import sample_quantiles
+from dforce.timeseries.rollout import forecast_rollout
+
+DEFAULT_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+
+
+# ---------------------------------------------------------------------------- the output
+@dataclass
+class Forecast:
+    """Sample paths of a forecast: ``samples`` [S, H, D] on the original scale.
+
+    ``index`` holds the H future time stamps and ``columns`` the D series names.
+    """
+
+    samples: np.ndarray
+    index: pd.Index
+    columns: list[str]
+
+    @property
+    def horizon(self) -> int:
+        return self.samples.shape[1]
+
+    def quantile(self, q: float) -> pd.DataFrame:
+        """The ``q`` quantile as a wide DataFrame [H, D]."""
+        return pd.DataFrame(np.quantile(self.samples, q, axis=0), index=self.index, columns=self.columns)
+
+    def median(self) -> pd.DataFrame:
+        return self.quantile(0.5)
+
+    def mean(self) -> pd.DataFrame:
+        return pd.DataFrame(self.samples.mean(0), index=self.index, columns=self.columns)
+
+    def quantiles(self, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> pd.DataFrame:
+        """Long DataFrame with columns ``time, series, mean, q0.05, ...`` (one row per step and series)."""
+        qs = sample_quantiles(self.samples, quantiles)  # [Q, H, D]
+        h, d = self.samples.shape[1:]
+        out = pd.DataFrame({"time": np.repeat(np.asarray(self.index), d), "series": np.tile(self.columns, h), "mean": self.samples.mean(0).reshape(-1)})
+        for i, q in enumerate(quantiles):
+            out[f"q{q:g}"] = qs[i].reshape(-1)
+        return out
+
+    def sample_frame(self) -> pd.DataFrame:
+        """Long DataFrame of every sample path: ``sample, time, series, value``."""
+        s, h, d = self.samples.shape
+        return pd.DataFrame(
+            {
+                "sample": np.repeat(np.arange(s), h * d),
+                "time": np.tile(np.repeat(np.asarray(self.index), d), s),
+                "series": np.tile(self.columns, s * h),
+                "value": self.samples.reshape(-1),
+            }
+        )
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass
+class ForecasterConfig:
+    """Every option of :class:`Forecaster` (plain JSON types, saved with the model).
+
+    Data and features:
+        context_length: observed steps the model conditions on (the paper: = prediction_length).
+        prediction_length: steps forecast per training window; window = context + prediction.
+            Longer horizons roll out with the sliding window.
+        mode: ``joint`` (one token = all series of a step) or ``global`` (one token = one series).
+        scaling: ``standard`` (per-series mean / std of the training data) or ``anchor`` (subtract
+            the last observed context value, divide by the std of prediction_length-step changes).
+        lags: lagged targets given as covariates (e.g. ``[48, 336]`` for half-hourly data).
+        calendar: add calendar Fourier features.
+        use_covariates: use the frame's known-future covariates.
+        series_ids: one-hot series id in the condition (global mode).
+    Model (the core's ``DiffusionForcing`` + ``Transformer``):
+        width, depth, heads, dropout, noise_schedule, parametrization, weighting,
+        training_noise: ``independent`` (Diffusion Forcing), ``teacher_forcing`` or ``full_sequence``.
+    Training (:class:`dforce.training.TrainConfig`):
+        max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, ema_decay (None:
+        ``min(0.999, 1 - 10 / max_steps)``, since the EMA has no bias correction and a short run
+        would otherwise keep mostly its initial weights), precision, seed, out_dir, progress.
+    Sampling:
+        schedule (``autoregressive``, ``pyramid``, ``full_sequence``), steps, eta,
+        stabilization_level, uncertainty_scale, sample_precision (``fp32``/``bf16``),
+        conditioning (``clean`` or ``replacement``; None = ``replacement`` for full-sequence
+        training, else ``clean``), max_batch (sample paths per network batch).
+    """
+
+    context_length: int = 30
+    prediction_length: int = 30
+    mode: str = "joint"
+    scaling: str = "standard"
+    lags: list[int] = field(default_factory=list)
+    calendar: bool = True
+    use_covariates: bool = True
+    series_ids: bool = True
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    dropout: float = 0.0
+    noise_schedule: str = "cosine"
+    parametrization: str = "v"
+    weighting: str = "min_snr"
+    training_noise: str = "independent"
+    max_steps: int = 2000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-3
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: Optional[float] = None
+    precision: str = "bf16-mixed"
+    seed: int = 0
+    out_dir: Optional[str] = None
+    progress: bool = False
+    schedule: str = "autoregressive"
+    steps: int = 50
+    eta: float = 1.0
+    stabilization_level: float = 0.02
+    uncertainty_scale: float = 1.0
+    sample_precision: str = "fp32"
+    conditioning: Optional[str] = None
+    max_batch: int = 4096
+
+    def check(self) -> "ForecasterConfig":
+        if self.context_length < 1 or self.prediction_length < 1:
+            raise ValueError(f"context_length and prediction_length must be >= 1, got {self.context_length}, {self.prediction_length}")
+        if self.mode not in ("joint", "global"):
+            raise ValueError(f"mode must be 'joint' or 'global', got {self.mode!r}")
+        if self.scaling not in ("standard", "anchor"):
+            raise ValueError(f"scaling must be 'standard' or 'anchor', got {self.scaling!r}")
+        if any(int(l) < 1 for l in self.lags):
+            raise ValueError(f"lags must be positive integers, got {self.lags}")
+        if self.schedule not in ("autoregressive", "pyramid", "full_sequence", "trapezoid"):
+            raise ValueError(f"schedule must be autoregressive, pyramid, full_sequence or trapezoid, got {self.schedule!r}")
+        self.lags = sorted({int(l) for l in self.lags})
+        return self
+
+    @property
+    def window(self) -> int:
+        return self.context_length + self.prediction_length
+
+    def sampling_config(self) -> SamplingConfig:
+        stab = self.stabilization_level if self.training_noise != "teacher_forcing" else 0.0
+        # autoregressive: one new token per window (the causal model never needs the pure-noise
+        # tokens after the one being denoised, so the window is cut there: half the compute)
+        return SamplingConfig(
+            schedule=self.schedule, steps=self.steps, eta=self.eta, stabilization_level=stab,
+            uncertainty_scale=self.uncertainty_scale, history_len=self.context_length,
+            chunk_size=1 if self.schedule == "autoregressive" else None,
+        )
+
+    @property
+    def resolved_conditioning(self) -> str:
+        if self.conditioning is not None:
+            return self.conditioning
+        return "replacement" if self.training_noise == "full_sequence" else "clean"
+
+
+# ---------------------------------------------------------------------------- features
+class Features:
+    """Turns raw values into normalised tokens and per-token conditions (fitted on training data)."""
+
+    def __init__(self, cfg: ForecasterConfig, frame: Optional[TimeSeriesFrame] = None, state: Optional[dict] = None) -> None:
+        self.cfg = cfg
+        if state is not None:
+            self.__dict__.update({k: v for k, v in state.items() if k not in ("scaler", "cov_loc", "cov_scale")})
+            self.scaler = Scaler.from_state(state["scaler"])
+            self.cov_loc = np.asarray(state["cov_loc"]) if state["cov_loc"] is not None else None
+            self.cov_scale = np.asarray(state["cov_scale"]) if state["cov_scale"] is not None else None
+            return
+        assert frame is not None
+        self.columns = list(frame.columns)
+        self.freq = frame.freq
+        self.covariate_names = list(frame.covariate_names) if cfg.use_covariates else []
+        self.cov_shared = frame.covariates is None or frame.covariates.shape[1] == 1
+        self.scaler = Scaler(cfg.scaling).fit(frame.values, lag=cfg.prediction_length)
+        if self.covariate_names:
+            cov = frame.covariates.reshape(len(frame), -1, frame.num_covariates)
+            self.cov_loc = cov.mean((0, 1))
+            self.cov_scale = np.maximum(cov.std((0, 1)), 1e-6)
+        else:
+            self.cov_loc = self.cov_scale = None
+        self.calendar_names = calendar_features(frame.index[:2], frame.freq)[1] if cfg.calendar else []
+
+    def state(self) -> dict:
+        return {
+            "columns": self.columns, "freq": self.freq, "covariate_names": self.covariate_names, "cov_shared": self.cov_shared,
+            "scaler": self.scaler.state(), "calendar_names": self.calendar_names,
+            "cov_loc": None if self.cov_loc is None else self.cov_loc.tolist(),
+            "cov_scale": None if self.cov_scale is None else self.cov_scale.tolist(),
+        }
+
+    @property
+    def num_series(self) -> int:
+        return len(self.columns)
+
+    @property
+    def token_dim(self) -> int:
+        return self.num_series if self.cfg.mode == "joint" else 1
+
+    @property
+    def cond_dim(self) -> int:
+        per = self.num_series if self.cfg.mode == "joint" else 1
+        n = len(self.calendar_names)
+        if self.covariate_names:
+            n += len(self.covariate_names) * (1 if self.cov_shared else per)
+        n += 2 * len(self.cfg.lags) * per
+        if self.cfg.mode == "global" and self.cfg.series_ids:
+            n += self.num_series
+        return n
+
+    def check_frame(self, frame: TimeSeriesFrame, what: str) -> None:
+        if list(frame.columns) != self.columns:
+            raise ValueError(f"{what} has series {frame.columns[:5]}..., the model was trained on {self.columns[:5]}...")
+        if self.covariate_names:
+            if frame.covariates is None or list(frame.covariate_names)[: len(self.covariate_names)] != self.covariate_names:
+                raise ValueError(f"{what} lacks the covariates {self.covariate_names} the model was trained with")
+
+    def static(self, frame: TimeSeriesFrame, index: Optional[pd.Index] = None) -> np.ndarray:
+        """Calendar + covariate features [T, Dc, Kc] (Dc = 1 shared or D)."""
+        parts = []
+        idx = frame.index if index is None else index
+        if self.calendar_names:
+            parts.append(np.broadcast_to(calendar_features(idx, self.freq)[0][:, None, :], (len(idx), 1, len(self.calendar_names))))
+        if self.covariate_names:
+            cov = frame.covariates[:, :, : len(self.covariate_names)]
+            parts.append((cov - self.cov_loc) / self.cov_scale)
+        if not parts:
+            return np.zeros((len(idx), 1, 0))
+        dc = max(p.shape[1] for p in parts)
+        return np.concatenate([np.broadcast_to(p, (len(idx), dc, p.shape[2])) for p in parts], -1)
+
+    def anchor(self, values: np.ndarray, pos: int) -> np.ndarray:
+        """Per-series location [D] for a window whose last context row is ``pos`` (anchor scaling)."""
+        if self.scaler.method != "anchor":
+            return self.scaler.loc
+        past = values[: pos + 1]
+        ok = ~np.isnan(past)
+        loc = self.scaler.loc.copy()
+        has = ok.any(0)
+        last = past.shape[0] - 1 - np.argmax(ok[::-1], axis=0)
+        loc[has] = past[last[has], np.nonzero(has)[0]]
+        return loc
+
+    def window_inputs(self, values: np.ndarray, static: np.ndarray, start: int, length: int, origin: int, loc: np.ndarray, series: Optional[int] = None):
+        """Tokens [L, Dt] (NaN where missing) and cond [L, Cc] for rows [start, start + length).
+
+        ``values`` [T, D] raw (rows at and after ``origin`` may be unknown); ``static`` [T, Dc, Kc].
+        """
+        cfg = self.cfg
+        z = (values - loc) / self.scaler.scale  # [T, D]
+        rows = np.arange(start, start + length)
+        sel = slice(None) if series is None else slice(series, series + 1)
+        x = z[rows][:, sel]
+        parts = []
+        st = static[rows]
+        if st.shape[2]:
+            if st.shape[1] == 1:
+                parts.append(st[:, 0])
+            elif series is None:
+                cal = len(self.calendar_names)
+                parts.append(st[:, 0, :cal])
+                parts.append(st[:, :, cal:].reshape(length, -1))
+            else:
+                parts.append(st[:, series])
+        for lag in cfg.lags:
+            src = rows - lag
+            ok = (src >= 0) & (src < origin)
+            lv = np.zeros((length, x.shape[1]))
+            lv[ok] = z[src[ok]][:, sel]
+            avail = ok[:, None] & ~np.isnan(lv)
+            parts += [np.where(avail, lv, 0.0), avail.astype(np.float64)]
+        if cfg.mode == "global" and cfg.series_ids:
+            onehot = np.zeros((length, self.num_series))
+            onehot[:, series] = 1.0
+            parts.append(onehot)
+        cond = np.concatenate(parts, -1) if parts else np.zeros((length, 0))
+        return x, cond
+
+
+class WindowDataset(Dataset):
+    """Training windows of ``context_length + prediction_length`` steps (dict items for ``train``)."""
+
+    def __init__(self, features: Features, frame: TimeSeriesFrame) -> None:
+        cfg = features.cfg
+        self.f, self.values, self.w = features, frame.values, cfg.window
+        self.static = features.static(frame)
+        if len(frame) < self.w:
+            raise ValueError(f"the training data has {len(frame)} steps, fewer than one window (context {cfg.context_length} + prediction {cfg.prediction_length})")
+        starts = np.arange(len(frame) - self.w + 1)
+        obs = ~np.isnan(self.values)
+        if cfg.mode == "joint":
+            full = obs.all(1).astype(np.int64)
+            csum = np.concatenate([[0], np.cumsum(full)])
+            good = (csum[starts + self.w] - csum[starts]) >= 2
+            self.items = [(int(s), None) for s in starts[good]]
+        else:
+            csum = np.concatenate([np.zeros((1, obs.shape[1]), np.int64), np.cumsum(obs, 0)])
+            good = (csum[starts + self.w] - csum[starts]) >= 2  # [S, D]
+            self.items = [(int(s), int(d)) for s, d in zip(*np.nonzero(good))]
+        if not self.items:
+            raise ValueError("no training window has at least two observed steps")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        start, series = self.items[i]
+        cfg = self.f.cfg
+        origin = start + int(torch.randint(1, self.w + 1, ()).item())
+        loc = self.f.anchor(self.values, start + cfg.context_length - 1)
+        x, cond = self.f.window_inputs(self.values, self.static, start, self.w, origin, loc, series)
+        mask = ~np.isnan(x).any(-1)
+        out = {"x": torch.from_numpy(np.nan_to_num(x)).float(), "mask": torch.from_numpy(mask)}
+        if cond.shape[1]:
+            out["cond"] = torch.from_numpy(cond).float()
+        return out
+
+
+# ---------------------------------------------------------------------------- the forecaster
+class Forecaster:
+    """Probabilistic forecaster on the Diffusion Forcing core. Options: :class:`ForecasterConfig`."""
+
+    def __init__(self, config: Optional[ForecasterConfig] = None, **kwargs) -> None:
+        if config is not None and kwargs:
+            raise TypeError("give either a ForecasterConfig or keyword options, not both")
+        unknown = set(kwargs) - {f.name for f in fields(ForecasterConfig)}
+        if unknown:
+            raise TypeError(f"unknown Forecaster option(s) {sorted(unknown)}; see dforce.timeseries.ForecasterConfig")
+        self.config = (config or ForecasterConfig(**kwargs)).check()
+        self.model: Optional[DiffusionForcing] = None
+        self.features: Optional[Features] = None
+
+    # ---------------------------------------------------------------- building
+    def _build(self) -> DiffusionForcing:
+        c, f = self.config, self.features
+        backbone = Transformer(f.token_dim, width=c.width, depth=c.depth, heads=c.heads, causal=True, cond_dim=f.cond_dim, dropout=c.dropout)
+        return DiffusionForcing(
+            backbone, window=c.window, noise_schedule=c.noise_schedule, parametrization=c.parametrization,
+            weighting=c.weighting, training_noise=c.training_noise,
+        )
+
+    @staticmethod
+    def _as_frame(data, **kwargs) -> TimeSeriesFrame:
+        if isinstance(data, TimeSeriesFrame):
+            return data
+        if isinstance(data, pd.DataFrame):
+            return from_dataframe(data, **kwargs)
+        raise TypeError(f"expected a TimeSeriesFrame or a pandas DataFrame, got {type(data).__name__}")
+
+    def fit(self, data: Union[TimeSeriesFrame, pd.DataFrame], **frame_kwargs) -> "Forecaster":
+        """Train on ``data`` (a :class:`TimeSeriesFrame` or a DataFrame for :func:`from_dataframe`)."""
+        from dforce.training import TrainConfig, train
+
+        frame = self._as_frame(data, **frame_kwargs)
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.features = Features(c, frame)
+        dataset = WindowDataset(self.features, frame)
+        model = self._build()
+        tc = TrainConfig(
+            max_steps=c.max_steps, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay, warmup_steps=c.warmup_steps,
+            grad_clip=c.grad_clip, ema_decay=c.ema_decay if c.ema_decay is not None else min(0.999, max(0.0, 1 - 10 / c.max_steps)), precision=c.precision, seed=c.seed, out_dir=c.out_dir,
+            progress=c.progress, logger="csv" if c.out_dir else "none", log_every=max(1, min(50, c.max_steps)),
+            checkpoint_every=max(c.max_steps, 1),
+        )
+        self.model = train(model, dataset, tc).eval()
+        return self
+
+    def _require(self) -> None:
+        if self.model is None or self.features is None:
+            raise RuntimeError("the forecaster is not trained: call fit(...) or Forecaster.load(path) first")
+
+    # ---------------------------------------------------------------- prediction
+    def predict(
+        self,
+        history: Union[TimeSeriesFrame, pd.DataFrame],
+        horizon: Optional[int] = None,
+        num_samples: int = 100,
+        *,
+        future: Union[TimeSeriesFrame, pd.DataFrame, None] = None,
+        seed: Optional[int] = None,
+        **sampling,
+    ) -> Forecast:
+        """Forecast ``horizon`` steps (default: prediction_length) after ``history``.
+
+        ``future``: the next ``horizon`` steps' known covariates (needed when the model uses
+        covariates). ``sampling`` overrides sampling options of the config (``schedule``,
+        ``steps``, ``eta``, ``stabilization_level``, ``uncertainty_scale``, ``conditioning``...).
+        """
+        return self.predict_many([history], horizon, num_samples, futures=None if future is None else [future], seed=seed, **sampling)[0]
+
+    def predict_many(
+        self,
+        histories: Sequence[Union[TimeSeriesFrame, pd.DataFrame]],
+        horizon: Optional[int] = None,
+        num_samples: int = 100,
+        *,
+        futures: Optional[Sequence] = None,
+        seed: Optional[int] = None,
+        **sampling,
+    ) -> list[Forecast]:
+        """:meth:`predict` for several histories at once (one batched rollout)."""
+        self._require()
+        from dataclasses import replace
+
+        cfg = replace(self.config, **sampling).check() if sampling else self.config
+        f = self.features
+        horizon = horizon or cfg.prediction_length
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        xs, conds, masks, locs, indices = [], [], [], [], []
+        for i, hist in enumerate(histories):
+            hist = self._as_frame(hist)
+            f.check_frame(hist, "history")
+            if len(hist) < 1:
+                raise ValueError("history is empty")
+            idx = future_index(hist.index, horizon, f.freq or hist.freq)
+            fut = None if futures is None else self._as_frame(futures[i])
+            values = np.concatenate([hist.values, np.full((horizon, hist.num_series), np.nan)])
+            full_index = hist.index.append(idx)
+            cov = None
+            if f.covariate_names:
+                if fut is None or fut.covariates is None or len(fut) < horizon:
+                    raise ValueError(f"the model uses known-future covariates {f.covariate_names}: pass future= with at least {horizon} steps of them")
+                cov = np.concatenate([hist.covariates[:, :, : len(f.covariate_names)], fut.covariates[:horizon, :, : len(f.covariate_names)]])
+            frame = TimeSeriesFrame(values, full_index, hist.columns, cov, f.covariate_names if cov is not None else [], f.freq)
+            static = f.static(frame)
+            origin = len(hist)
+            c = min(cfg.context_length, origin)
+            loc = f.anchor(hist.values, origin - 1)
+            series_list = [None] if cfg.mode == "joint" else list(range(f.num_series))
+            for d in series_list:
+                x, cond = f.window_inputs(values, static, origin - c, c + horizon, origin, loc, d)
+                xs.append(x[:c])
+                conds.append(cond)
+                masks.append(~np.isnan(x[:c]).any(-1))
+            locs.append(loc)
+            indices.append(idx)
+        x = torch.from_numpy(np.stack(xs)).float()
+        cond = torch.from_numpy(np.stack(conds)).float() if conds[0].shape[1] else None
+        mask = torch.from_numpy(np.stack(masks))
+        device = next(self.model.parameters()).device
+        gen = torch.Generator(device).manual_seed(cfg.seed if seed is None else seed)
+        n = x.shape[0]
+        # repeat each sequence num_samples times: [n * S, ...]
+        rep = lambda t: None if t is None else t.repeat_interleave(num_samples, 0)  # noqa: E731
+        xr, cr, mr = rep(x), rep(cond), rep(mask)
+        out = []
+        for s in range(0, xr.shape[0], cfg.max_batch):
+            sl = slice(s, s + cfg.max_batch)
+            out.append(
+                forecast_rollout(
+                    self.model, xr[sl], horizon, context_mask=mr[sl], cond=None if cr is None else cr[sl],
+                    config=cfg.sampling_config(), conditioning=cfg.resolved_conditioning, generator=gen, precision=cfg.sample_precision,
+                ).cpu()
+            )
+        z = torch.cat(out).double().numpy().reshape(n, num_samples, horizon, -1)
+        per = 1 if cfg.mode == "joint" else f.num_series
+        results = []
+        for i, loc in enumerate(locs):
+            zi = z[i * per : (i + 1) * per]  # [per, S, H, Dt]
+            zi = zi[0] if cfg.mode == "joint" else np.moveaxis(zi[..., 0], 0, -1)  # [S, H, D]
+            results.append(Forecast(f.scaler.inverse(zi, loc), indices[i], list(f.columns)))
+        return results
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write the model (safetensors + JSON, via :func:`dforce.training.export_model`)."""
+        from dforce.training import export_model
+
+        self._require()
+        return export_model(self.model, path, extra={"forecaster": asdict(self.config), "features": self.features.state()})
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], map_location: str = "cpu") -> "Forecaster":
+        """Load a forecaster written by :meth:`save`."""
+        from dforce.training import load_model
+
+        model, extra = load_model(path, map_location=map_location)
+        if "forecaster" not in extra:
+            raise ValueError(f"{path} is a dforce model but not a Forecaster (no 'forecaster' entry in its config)")
+        fc = cls(ForecasterConfig(**extra["forecaster"]))
+        fc.features = Features(fc.config, state=extra["features"])
+        fc.model = model.eval()
+        return fc

@@ -1,0 +1,112 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dforce.sampling import SamplingConfig
+
+from dforce.timeseries import (
+    Forecaster,
+    RandomWalk,
+    SeasonalNaive,
+    TimeSeriesFrame,
+    fan_chart,
+    forecast_rollout,
+)
+
+TINY = dict(context_length=6, prediction_length=4, width=16, depth=1, heads=2, max_steps=15, batch_size=8,
+            warmup_steps=2, steps=3, precision="32-true", ema_decay=0.0)
+
+
+def _frame(n=80, missing=True, covariate=True):
+    idx = pd.date_range("2022-01-01", periods=n, freq="h")
+    t = np.arange(n)
+    v = np.stack([10 + np.sin(2 * np.pi * t / 24), 5 + np.cos(2 * np.pi * t / 24)], -1)
+    if missing:
+        v[10:13, 0] = np.nan
+    cov = (np.sin(t / 5.0)[:, None]) if covariate else None
+    return TimeSeriesFrame(v, idx, ["a", "b"], cov, ["temp"] if covariate else [], "h")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    torch.manual_seed(0)
+    return Forecaster(**TINY, lags=[24]).fit(_frame())
+
+
+def test_predict_shapes_quantiles_and_sliding_window(fitted):
+    frame = _frame(100)
+    hist, fut = frame.slice(0, 80), frame.slice(80, 100)
+    fc = fitted.predict(hist, horizon=20, num_samples=5, future=fut)  # 20 > window of 10: sliding windows
+    assert fc.samples.shape == (5, 20, 2) and np.isfinite(fc.samples).all()
+    assert fc.index[0] == hist.index[-1] + pd.Timedelta(hours=1) and len(fc.index) == 20
+    q = fc.quantiles((0.1, 0.5, 0.9))
+    assert list(q.columns) == ["time", "series", "mean", "q0.1", "q0.5", "q0.9"] and len(q) == 40
+    assert (q["q0.1"] <= q["q0.9"]).all()
+    assert fc.sample_frame().shape == (5 * 20 * 2, 4)
+    for schedule in ("pyramid", "full_sequence"):
+        assert fitted.predict(hist, 4, 3, future=fut, schedule=schedule).samples.shape == (3, 4, 2)
+
+
+def test_missing_covariates_give_a_clear_error(fitted):
+    with pytest.raises(ValueError, match="known-future covariates"):
+        fitted.predict(_frame().slice(0, 60), 4, 2)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    frame = _frame(90)
+    hist, fut = frame.slice(0, 86), frame.slice(86, 90)
+    a = fitted.predict(hist, 4, 4, future=fut, seed=3).samples
+    fitted.save(tmp_path / "m")
+    b = Forecaster.load(tmp_path / "m").predict(hist, 4, 4, future=fut, seed=3).samples
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_missing_context_frames_are_pure_noise_not_values(fitted):
+    model = fitted.model
+    ctx = torch.randn(2, 6, 2)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[:, 2] = False
+    cond = torch.randn(2, 10, fitted.features.cond_dim)
+    other = ctx.clone()
+    other[:, 2] = 100.0  # the value of a masked frame must not matter
+    cfg = SamplingConfig(steps=3, eta=1.0)
+    out = [
+        forecast_rollout(model, c, 4, context_mask=mask, cond=cond, config=cfg, generator=torch.Generator().manual_seed(0))
+        for c in (ctx, other)
+    ]
+    torch.testing.assert_close(out[0], out[1])
+    nan_ctx = ctx.clone()
+    nan_ctx[:, 2] = float("nan")
+    out2 = forecast_rollout(model, nan_ctx, 4, cond=cond, config=cfg, generator=torch.Generator().manual_seed(0))  # mask from NaNs
+    torch.testing.assert_close(out[0], out2)
+
+
+def test_global_mode_and_training_noise_variants():
+    frame = _frame(60, missing=True, covariate=False)
+    for kw in ({"mode": "global"}, {"training_noise": "teacher_forcing"}, {"training_noise": "full_sequence", "scaling": "anchor"}):
+        fc = Forecaster(**{**TINY, "max_steps": 4, **kw}).fit(frame)
+        out = fc.predict(frame, 4, 3)
+        assert out.samples.shape == (3, 4, 2) and np.isfinite(out.samples).all()
+    assert fc.config.resolved_conditioning == "replacement"
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(TypeError, match="unknown Forecaster option"):
+        Forecaster(windoww=3)
+    with pytest.raises(ValueError, match="scaling"):
+        Forecaster(scaling="minmax")
+    with pytest.raises(RuntimeError, match="not trained"):
+        Forecaster().predict(_frame(), 3)
+
+
+def test_baselines_closed_forms(tmp_path):
+    idx = pd.date_range("2022-01-01", periods=12, freq="D")
+    v = np.stack([np.arange(12.0), np.arange(12.0) * 3], -1)
+    frame = TimeSeriesFrame(v, idx, ["x", "y"], freq="D")
+    sn = SeasonalNaive(season=3).fit(frame).predict(frame, 5, num_samples=2)
+    np.testing.assert_array_equal(sn.samples[0, :, 0], [9, 10, 11, 9, 10])
+    rw = RandomWalk().fit(frame).predict(frame, 4, num_samples=3)  # increments are always (1, 3)
+    np.testing.assert_allclose(rw.samples[2], [[12, 36], [13, 39], [14, 42], [15, 45]])
+    out = fan_chart(rw, tmp_path / "fan.png", history=frame)
+    assert out.read_bytes()[:4] == b"\x89PNG"
