@@ -40,7 +40,7 @@ class TrainConfig:
         betas: AdamW betas.
         warmup_steps: linear learning-rate warm-up, constant afterwards.
         grad_clip: clip the gradient norm (0 disables).
-        ema_decay: decay of the EMA weights used for sampling and export (0 disables).
+        ema_decay: decay of the EMA weights used for sampling and export (0 disables); averaging starts after warm-up.
         precision: Lightning precision, ``bf16-mixed`` (fast on CPUs with AMX and on GPUs) or ``32-true``.
         out_dir: run folder for logs and checkpoints (None: a temporary folder, no resume).
         seed: seeds model init order, data and noise.
@@ -183,7 +183,9 @@ def make_trainer(config: TrainConfig, root: Path, has_val: bool) -> pl.Trainer:
     callbacks: list = [ModelCheckpoint(dirpath=str(root / "checkpoints"), save_last=True, save_top_k=0,
                                        every_n_train_steps=config.checkpoint_every, enable_version_counter=False)]
     if config.ema_decay > 0:
-        callbacks.append(EMAWeightAveraging(decay=config.ema_decay))
+        # the average starts from the weights at the end of warm-up, not from the initialisation,
+        # so a short run is not dominated by its random starting point
+        callbacks.append(EMAWeightAveraging(decay=config.ema_decay, update_starting_at_step=min(config.warmup_steps, config.max_steps // 2)))
     return pl.Trainer(
         max_steps=config.max_steps,
         accelerator=config.accelerator,
