@@ -46,10 +46,10 @@ class DemoConfig:
     """
 
     out_dir: str = "dforce_demo"
-    train_steps: int = 600
-    batch_size: int = 48
+    train_steps: int = 1200
+    batch_size: int = 64
     width: int = 64
-    depth: int = 2
+    depth: int = 3
     window: int = 32
     frame_stack: int = 2
     stride: int = 2
