@@ -40,7 +40,8 @@ class DemoConfig:
         num_rollouts: rollouts per model (each from a different test trajectory).
         steps: sampling steps per token.
         stabilization_level: level at which DF feeds its own generated history.
-        precision: ``bf16-mixed`` or ``32-true`` for training and sampling.
+        precision: ``32-true`` or ``bf16-mixed`` for training and sampling (bf16 pays off for wider models than
+            this one on CPU; see benchmarks/results/core.md and speed.md).
         seed: seeds data, initialisation and sampling.
         threads: torch CPU threads (0 = torch's default).
     """
@@ -58,7 +59,7 @@ class DemoConfig:
     num_rollouts: int = 16
     steps: int = 16
     stabilization_level: float = 0.05
-    precision: str = "bf16-mixed"
+    precision: str = "32-true"
     seed: int = 0
     threads: int = 0
 
