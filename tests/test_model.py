@@ -156,3 +156,27 @@ def test_small_model_learns_a_learnable_dataset():
     pred = model.sample(context=full[:, :8], horizon=40, steps=10, seed=0)
     err = (pred - full[:, 8:]).pow(2).mean().item()
     assert err < 0.25, err
+
+
+def test_missing_context_is_pure_noise_and_replacement_follows_the_level():
+    model = make_model()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ctx = torch.randn(2, 4, 4)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    mask[:, 1] = False
+    other = ctx.clone()
+    other[:, 1] = float("nan")  # a missing value may be NaN; it must not matter
+    a = model.sample(context=ctx, context_mask=mask, horizon=4, steps=3, seed=0)
+    b = model.sample(context=other, context_mask=mask, horizon=4, steps=3, seed=0)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    seen = []
+    orig = model.backbone.forward
+    model.backbone.forward = lambda x, t, c=None: seen.append(t.clone()) or orig(x, t, c)
+    model.sample(context=ctx, context_mask=mask, horizon=4, steps=3, seed=0, schedule="full_sequence")
+    assert all((t[:, 1] == 1).all() and (t[:, 0] == 0).all() for t in seen)  # missing: level 1; observed: clean
+    seen.clear()
+    model.sample(context=ctx, horizon=4, steps=3, seed=0, schedule="full_sequence", conditioning="replacement")
+    assert [round(float(t[0, 0]), 4) for t in seen] == [round(float(t[0, 5]), 4) for t in seen] == [1.0, 0.6667, 0.3333]
+    with pytest.raises(ValueError, match="unknown conditioning"):
+        model.sample(context=ctx, horizon=4, conditioning="inpaint")

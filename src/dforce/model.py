@@ -185,6 +185,7 @@ class DiffusionForcing(nn.Module):
         context: Optional[Tensor] = None,
         horizon: int = 1,
         *,
+        context_mask: Optional[Tensor] = None,
         batch_size: Optional[int] = None,
         cond: Optional[Tensor] = None,
         guidance: Optional[Guidance] = None,
@@ -200,7 +201,9 @@ class DiffusionForcing(nn.Module):
 
         Sampling options come from ``config`` (a :class:`SamplingConfig`) and keyword overrides of
         its fields, e.g. ``schedule="pyramid", steps=20, eta=1.0, stabilization_level=0.02``.
-        ``cond`` [B, C + horizon, ...] gives external conditions for every frame. ``seed`` makes
+        ``cond`` [B, C + horizon, ...] gives external conditions for every frame; ``context_mask``
+        [B, C] (bool) marks observed context frames (missing ones may hold NaN; a token with any
+        missing frame is fed as pure noise). ``seed`` makes
         the draw reproducible. ``precision='bf16'`` runs the backbone under bf16 autocast.
         ``cache='window'`` (exact, same numbers) or ``'rolling'`` (each token encoded once, constant
         memory) samples with a KV cache for causal transformers: see ``dforce.sampling.cached``.
@@ -209,6 +212,8 @@ class DiffusionForcing(nn.Module):
         if cache != "none":
             from dforce.sampling.cached import cached_rollout
 
+            if context_mask is not None:
+                raise ValueError("context_mask is not supported with a KV cache; use cache='none'")
             return cached_rollout(
                 self, context, horizon, config, batch_size=batch_size, cond=cond, guidance=guidance, seed=seed,
                 generator=generator, precision=precision, cache=cache, **overrides,
@@ -221,13 +226,19 @@ class DiffusionForcing(nn.Module):
         device = next(self.parameters()).device
         if context is not None:
             self._check_frames(context, "context")
+            if context_mask is not None:
+                if context_mask.shape != context.shape[:2]:
+                    raise ValueError(f"context_mask must have shape [B, C] = {tuple(context.shape[:2])}, got {tuple(context_mask.shape)}")
+                context_mask = context_mask.bool().to(device)
+                context = torch.where(expand_like(context_mask, context).to(context.device), context, torch.zeros_like(context))
+                context_mask = context_mask.reshape(context.shape[0], -1, k).all(-1) if context.shape[1] % k == 0 else context_mask
             if not torch.isfinite(context).all():
-                raise ValueError("context contains NaN or inf")
+                raise ValueError("context contains NaN or inf; mark missing frames with context_mask=False")
             if context.shape[1] % k:
                 raise ValueError(f"context length {context.shape[1]} is not a multiple of frame_stack={k}")
             context = stack_frames(context.to(device), k)
             if context.shape[1] == 0:
-                batch_size, context = context.shape[0], None
+                batch_size, context, context_mask = context.shape[0], None, None
         if horizon < 1 or horizon % k:
             raise ValueError(f"horizon must be a positive multiple of frame_stack={k}, got {horizon}")
         if cond is not None:
@@ -251,6 +262,7 @@ class DiffusionForcing(nn.Module):
             schedule=self.noise_schedule,
             config=config,
             context=context,
+            context_mask=context_mask,
             batch_size=batch_size,
             cond=cond,
             guidance=guidance,

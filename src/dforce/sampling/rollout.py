@@ -15,11 +15,12 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from dforce.diffusion.schedules import NoiseSchedule
+from dforce.diffusion.schedules import NoiseSchedule, expand_like
 from dforce.sampling.sampler import Denoiser, Guidance, iter_sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
 
 STABILIZATION = ("noise", "relabel")
+CONDITIONING = ("clean", "replacement")
 
 
 @dataclass
@@ -42,6 +43,10 @@ class SamplingConfig:
         level_spacing: ``uniform`` in t or ``logsnr``.
         pad_to_window: fill short windows with pure-noise tokens (default: for non-causal models).
         clip_x0: clamp ``x0_hat`` to ``[-clip_x0, clip_x0]`` (None = no clamp).
+        conditioning: ``clean`` (history fed at ``context_level`` / ``stabilization_level``; for
+            Diffusion Forcing and teacher forcing) or ``replacement`` (history re-noised afresh to
+            the generated tokens' level at every step; for full-sequence models, which never saw
+            clean history in training).
     """
 
     schedule: Union[str, Tensor] = "autoregressive"
@@ -56,12 +61,15 @@ class SamplingConfig:
     level_spacing: str = "uniform"
     pad_to_window: Optional[bool] = None
     clip_x0: Optional[float] = None
+    conditioning: str = "clean"
 
     def check(self) -> "SamplingConfig":
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.stabilization not in STABILIZATION:
             raise ValueError(f"unknown stabilization {self.stabilization!r}; choose one of {list(STABILIZATION)}")
+        if self.conditioning not in CONDITIONING:
+            raise ValueError(f"unknown conditioning {self.conditioning!r}; choose one of {list(CONDITIONING)}")
         for name in ("stabilization_level", "context_level"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -103,6 +111,7 @@ def rollout(
     schedule: NoiseSchedule,
     config: SamplingConfig,
     context: Optional[Tensor] = None,
+    context_mask: Optional[Tensor] = None,
     batch_size: Optional[int] = None,
     cond: Optional[Tensor] = None,
     guidance: Optional[Guidance] = None,
@@ -115,11 +124,13 @@ def rollout(
     """Generate ``horizon`` tokens after ``context`` [B, C, *token_shape].
 
     ``cond`` [B, C + horizon, ...] holds external per-token conditions (covariates, actions) for
-    every context and future token. Returns the new tokens [B, horizon, *token_shape].
+    every context and future token. ``context_mask`` [B, C] (bool) marks observed context tokens:
+    missing ones are fed as pure noise (level 1), as masked tokens are in training, never imputed.
+    Returns the new tokens [B, horizon, *token_shape].
     """
     return torch.stack([tok for _, tok in iter_rollout(
         denoise, token_shape=token_shape, horizon=horizon, window=window, schedule=schedule, config=config,
-        context=context, batch_size=batch_size, cond=cond, guidance=guidance, causal=causal, generator=generator,
+        context=context, context_mask=context_mask, batch_size=batch_size, cond=cond, guidance=guidance, causal=causal, generator=generator,
         device=device, dtype=dtype, progress=progress,
     )], 1)
 
@@ -133,6 +144,7 @@ def iter_rollout(
     schedule: NoiseSchedule,
     config: SamplingConfig,
     context: Optional[Tensor] = None,
+    context_mask: Optional[Tensor] = None,
     batch_size: Optional[int] = None,
     cond: Optional[Tensor] = None,
     guidance: Optional[Guidance] = None,
@@ -168,8 +180,14 @@ def iter_rollout(
 
     seq = torch.empty(batch_size, total, *token_shape, device=device, dtype=dtype)
     generated = torch.zeros(batch_size, total, dtype=torch.bool, device=device)
+    observed = torch.ones(batch_size, total, dtype=torch.bool, device=device)
     if ctx_len:
         seq[:, :ctx_len] = context.to(dtype)
+        if context_mask is not None:
+            if context_mask.shape != (batch_size, ctx_len):
+                raise ValueError(f"context_mask must have shape [B, C] = {(batch_size, ctx_len)}, got {tuple(context_mask.shape)}")
+            observed[:, :ctx_len] = context_mask.to(device).bool()
+            seq[:, :ctx_len] = torch.where(expand_like(observed[:, :ctx_len], seq[:, :ctx_len]), seq[:, :ctx_len], 0.0)
     windows = plan_windows(ctx_len, horizon, window, config.chunk_size, config.history_len)
     iterator = windows
     if progress and len(windows) > 1:
@@ -186,12 +204,16 @@ def iter_rollout(
         lv = torch.ones(matrix.shape[0], w, device=device)
         lv[:, hist : hist + new] = grid[matrix.to(device)]
         hist_gen = generated[:, start : start + hist]
-        hist_level = torch.where(hist_gen, config.stabilization_level, config.context_level)
+        hist_obs = observed[:, start : start + hist]
         lv = lv[None].repeat(batch_size, 1, 1)
-        lv[:, :, :hist] = hist_level[:, None, :]
+        if config.conditioning == "replacement":  # history follows the generated tokens' current level
+            lv[:, :, :hist] = lv[:, :, hist : hist + new].max(-1, keepdim=True).values
+        else:
+            lv[:, :, :hist] = torch.where(hist_gen, config.stabilization_level, config.context_level)[:, None, :]
+        lv[:, :, :hist] = torch.where(hist_obs[:, None, :], lv[:, :, :hist], 1.0)  # missing: pure noise
         x = torch.randn(batch_size, w, *token_shape, generator=generator, device=device, dtype=dtype)
         known = torch.zeros(batch_size, w, dtype=torch.bool, device=device)
-        known[:, :hist] = True
+        known[:, :hist] = hist_obs
         known_values = torch.zeros_like(x)
         known_values[:, :hist] = seq[:, start : start + hist]
         gen_mask = torch.zeros_like(known)
@@ -213,7 +235,7 @@ def iter_rollout(
             cond=wcond,
             known_mask=known if hist else None,
             known_values=known_values,
-            known_noise="fixed" if config.stabilization == "noise" else "relabel",
+            known_noise="fresh" if config.conditioning == "replacement" else ("fixed" if config.stabilization == "noise" else "relabel"),
             generated_mask=gen_mask,
             generator=generator,
             clip_x0=config.clip_x0,
