@@ -10,7 +10,7 @@ context stays at ``context_level`` (0 = clean).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -206,8 +206,12 @@ def iter_rollout(
         hist_gen = generated[:, start : start + hist]
         hist_obs = observed[:, start : start + hist]
         lv = lv[None].repeat(batch_size, 1, 1)
-        if config.conditioning == "replacement":  # history follows the generated tokens' current level
-            lv[:, :, :hist] = lv[:, :, hist : hist + new].max(-1, keepdim=True).values
+        if config.conditioning == "replacement":
+            # one level for the whole window, as a full-sequence model was trained: history (and
+            # padding) follow the generated tokens' current level
+            level = lv[:, :, hist : hist + new].max(-1, keepdim=True).values
+            lv[:, :, :hist] = level
+            lv[:, :, hist + new :] = level
         else:
             lv[:, :, :hist] = torch.where(hist_gen, config.stabilization_level, config.context_level)[:, None, :]
         lv[:, :, :hist] = torch.where(hist_obs[:, None, :], lv[:, :, :hist], 1.0)  # missing: pure noise

@@ -18,7 +18,6 @@ from torch import Tensor
 from dforce.diffusion.noise_levels import stack_frames, unstack_frames
 from dforce.guidance.reconstruction import ReconstructionGuidance
 from dforce.model import DiffusionForcing
-from dforce.sampling.rollout import plan_windows
 from dforce.sampling.sampler import Guidance, sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
 
@@ -128,52 +127,12 @@ def replacement_rollout(
     the level of the generated tokens, the way a full-sequence model was trained to see them.
     ``reconstruction_scale > 0`` adds reconstruction guidance. Returns frames [B, horizon, ...].
     """
-    k = model.frame_stack
-    if context.shape[1] % k or horizon % k or horizon < 1:
-        raise ValueError(f"context length and horizon must be positive multiples of frame_stack={k}")
-    device = next(model.parameters()).device
-    if generator is None and seed is not None:
-        generator = torch.Generator(device).manual_seed(seed)
-    ctx = stack_frames(context.to(device).float(), k)
-    b, c = ctx.shape[:2]
-    h = horizon // k
-    if cond is not None:
-        cond = stack_frames(cond.to(device), k)
-        if cond.shape[1] < c + h:
-            raise ValueError(f"cond covers {cond.shape[1]} tokens but context + horizon = {c + h}")
-    seq = torch.cat([ctx, ctx.new_zeros(b, h, *ctx.shape[2:])], 1)
-    grid = level_grid(steps, model.noise_schedule).to(device)
     guidance = ReconstructionGuidance(reconstruction_scale) if reconstruction_scale > 0 else None
-    denoise = _denoiser(model, precision)
-    if reconstruction_scale > 0:
-        # reconstruction guidance differentiates through the network: run outside no_grad
-        inner = denoise
-
-        def denoise(x, t, cc):  # noqa: F811
-            with torch.enable_grad():
-                return inner(x, t, cc)
-
-    for start, hist, new in plan_windows(c, h, model.window, chunk_size, history_len):
-        pad = 0 if model.causal else model.window - hist - new
-        w = hist + new + pad
-        matrix = scheduling_matrix("full_sequence", w, steps)
-        lv = grid[matrix.to(device)][None].repeat(b, 1, 1)  # known tokens follow the generated tokens' level
-        known = torch.zeros(b, w, dtype=torch.bool, device=device)
-        known[:, :hist] = True
-        values = torch.zeros(b, w, *ctx.shape[2:], device=device)
-        values[:, :hist] = seq[:, start : start + hist]
-        wcond = None
-        if cond is not None:
-            wcond = cond[:, start : start + hist + new]
-            if pad:
-                wcond = torch.cat([wcond, wcond.new_zeros(b, pad, *wcond.shape[2:])], 1)
-        x = torch.randn(values.shape, generator=generator, device=device)
-        out = sample_window(
-            denoise, x, lv, schedule=model.noise_schedule, eta=eta, guidance=guidance, cond=wcond,
-            known_mask=known if hist else None, known_values=values, known_noise="fresh", generator=generator,
-        )
-        seq[:, start + hist : start + hist + new] = out[:, hist : hist + new]
-    return unstack_frames(seq[:, c:], k)
+    return model.sample(
+        context=context, horizon=horizon, cond=cond, guidance=guidance, seed=seed, generator=generator, precision=precision,
+        schedule="full_sequence", steps=steps, eta=eta, chunk_size=chunk_size, history_len=history_len,
+        conditioning="replacement",
+    )
 
 
 __all__ = ["interpolate", "replacement_rollout"]
