@@ -12,7 +12,7 @@ frames each.
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +96,18 @@ class DiffusionForcing(nn.Module):
         pred = self.backbone(x, t, cond).float()
         alpha, sigma = self.noise_schedule.alpha_sigma(t)
         return to_x0_eps(self.parametrization, pred, x.float(), expand_like(alpha, pred), expand_like(sigma, pred))
+
+    def denoiser(self, precision: str = "fp32") -> Callable[[Tensor, Tensor, Any], tuple[Tensor, Tensor]]:
+        """:meth:`denoise` for the samplers, with the backbone under bf16 autocast when ``precision='bf16'``."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        device_type = next(self.parameters()).device.type
+
+        def denoise(x: Tensor, t: Tensor, cond: Any = None) -> tuple[Tensor, Tensor]:
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                return self.denoise(x, t, cond)
+
+        return denoise
 
     # ------------------------------------------------------------------ training
     def _check_frames(self, x: Tensor, name: str) -> None:
@@ -247,15 +259,8 @@ class DiffusionForcing(nn.Module):
                 raise ValueError(f"cond length must be a multiple of frame_stack={k}")
         if generator is None and seed is not None:
             generator = torch.Generator(device).manual_seed(seed)
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-
-        def denoise(x: Tensor, t: Tensor, c: Any) -> tuple[Tensor, Tensor]:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                return self.denoise(x, t, c)
-
         out = rollout(
-            denoise,
+            self.denoiser(precision),
             token_shape=self.token_shape,
             horizon=horizon // k,
             window=self.window,

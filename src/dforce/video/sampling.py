@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -20,18 +20,6 @@ from dforce.guidance.reconstruction import ReconstructionGuidance
 from dforce.model import DiffusionForcing
 from dforce.sampling.sampler import Guidance, sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
-
-
-def _denoiser(model: DiffusionForcing, precision: str):
-    device = next(model.parameters()).device
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-
-    def denoise(x: Tensor, t: Tensor, c: Any):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            return model.denoise(x, t, c)
-
-    return denoise
 
 
 @torch.no_grad()
@@ -98,7 +86,7 @@ def interpolate(
     lv = torch.where(kt[:, None, :], torch.full_like(lv, known_level), lv)
     x = torch.randn(tokens.shape, generator=generator, device=device)
     out = sample_window(
-        _denoiser(model, precision), x, lv, schedule=model.noise_schedule, eta=eta, guidance=guidance, cond=cond,
+        model.denoiser(precision), x, lv, schedule=model.noise_schedule, eta=eta, guidance=guidance, cond=cond,
         known_mask=kt, known_values=tokens, known_noise="fixed" if known_level > 0 else "relabel", generator=generator,
     )
     return unstack_frames(out[:, :w], k)
