@@ -49,9 +49,9 @@ PUBLISHED = {  # CRPS-sum on exchange rate, Diffusion Forcing paper, Table 2
 
 COMMON = dict(width=64, depth=2, heads=4, lr=1e-3, warmup_steps=50, batch_size=64, eta=1.0)
 SAMPLING = {  # per training noise: the sampler that matches it
-    "independent": dict(schedule="autoregressive", steps=5),
-    "teacher_forcing": dict(schedule="autoregressive", steps=5),
-    "full_sequence": dict(schedule="full_sequence", steps=20),
+    "independent": dict(scheduling="autoregressive", steps=5),
+    "teacher_forcing": dict(scheduling="autoregressive", steps=5),
+    "full_sequence": dict(scheduling="full_sequence", steps=20),
 }
 METHODS = {"diffusion_forcing": "independent", "teacher_forcing": "teacher_forcing", "full_sequence": "full_sequence"}
 

@@ -8,7 +8,7 @@ from dforce.testing import check_backbone
 @pytest.mark.parametrize("causal", [True, False])
 def test_transformer_honours_the_contract(causal):
     rep = check_backbone(Transformer(dim=5, width=32, depth=2, heads=4, causal=causal, cond_dim=3), tokens=9)
-    assert rep["shapes"] and rep["per_token_noise"] and rep["cond"]
+    assert rep["shapes"] and rep["per_token_noise"] and rep["cond"] and rep.get("cache", False) == causal
     if causal:
         assert rep["future_leak"] < 1e-6
 
@@ -94,8 +94,8 @@ def test_errors_name_the_problem():
         make_model(noise_schedule="cosin")
     with pytest.raises(TypeError, match="unknown sampling option"):
         model.sample(batch_size=1, horizon=2, temperature=2.0)
-    with pytest.raises(ValueError, match="unknown scheduling matrix"):
-        model.sample(batch_size=1, horizon=2, schedule="zigzag", steps=2)
+    with pytest.raises(ValueError, match="unknown scheduling .zigzag."):
+        model.sample(batch_size=1, horizon=2, scheduling="zigzag", steps=2)
     with pytest.raises(ValueError, match="not a multiple of frame_stack=2"):
         make_model(frame_stack=2).sample(context=torch.randn(1, 3, 2), horizon=2)
 
@@ -108,7 +108,7 @@ def test_sample_shapes_seed_and_long_rollout():
     c = model.sample(context=ctx, horizon=40, steps=3, seed=8)
     assert a.shape == (2, 40, 3) and torch.equal(a, b) and not torch.equal(a, c)
     for schedule in ("full_sequence", "pyramid", "trapezoid", "autoregressive"):
-        out = model.sample(context=ctx, horizon=20, steps=3, schedule=schedule, eta=1.0, seed=0)
+        out = model.sample(context=ctx, horizon=20, steps=3, scheduling=schedule, eta=1.0, seed=0)
         assert out.shape == (2, 20, 3) and torch.isfinite(out).all()
     assert model.sample(batch_size=3, horizon=4, steps=2).shape == (3, 4, 3)
 
@@ -173,10 +173,10 @@ def test_missing_context_is_pure_noise_and_replacement_follows_the_level():
     seen = []
     orig = model.backbone.forward
     model.backbone.forward = lambda x, t, c=None: seen.append(t.clone()) or orig(x, t, c)
-    model.sample(context=ctx, context_mask=mask, horizon=4, steps=3, seed=0, schedule="full_sequence")
+    model.sample(context=ctx, context_mask=mask, horizon=4, steps=3, seed=0, scheduling="full_sequence")
     assert all((t[:, 1] == 1).all() and (t[:, 0] == 0).all() for t in seen)  # missing: level 1; observed: clean
     seen.clear()
-    model.sample(context=ctx, horizon=4, steps=3, seed=0, schedule="full_sequence", conditioning="replacement")
+    model.sample(context=ctx, horizon=4, steps=3, seed=0, scheduling="full_sequence", history="replacement")
     assert [round(float(t[0, 0]), 4) for t in seen] == [round(float(t[0, 5]), 4) for t in seen] == [1.0, 0.6667, 0.3333]
-    with pytest.raises(ValueError, match="unknown conditioning"):
-        model.sample(context=ctx, horizon=4, conditioning="inpaint")
+    with pytest.raises(ValueError, match="unknown history .inpaint."):
+        model.sample(context=ctx, horizon=4, history="inpaint")

@@ -24,7 +24,7 @@ def gaussian_denoiser(schedule):
 
 
 def _info(schedule, t, known=None):
-    return StepInfo(0, schedule, torch.zeros_like(t), known_mask=known, generator=torch.Generator().manual_seed(0))
+    return StepInfo(0, schedule, t, torch.zeros_like(t), known_mask=known, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("space", ["x0", "eps"])

@@ -118,14 +118,14 @@ def test_known_tokens_are_restored_and_fed_as_asked():
         seen.append(xx[:, 0].clone())
         return torch.zeros_like(xx), xx.clone()
 
-    for mode in ("relabel", "fixed", "fresh"):
+    for mode in ("relabel", "noise", "replacement"):
         seen.clear()
-        out = sample_window(denoise, x, lv, schedule=sched, known_mask=known, known_values=values, known_noise=mode,
+        out = sample_window(denoise, x, lv, schedule=sched, known_mask=known, known_values=values, history=mode,
                             generator=torch.Generator().manual_seed(0))
         assert torch.equal(out[:, 0], values[:, 0])
         if mode == "relabel":
             assert all(torch.equal(v, values[:, 0]) for v in seen)
-        elif mode == "fixed":
+        elif mode == "noise":
             assert all(torch.equal(v, seen[0]) for v in seen) and not torch.equal(seen[0], values[:, 0])
         else:
             assert not torch.equal(seen[0], seen[1])
@@ -150,7 +150,7 @@ def test_plan_windows_cover_the_horizon():
 
 
 def test_sampling_config_errors():
-    with pytest.raises(ValueError, match="unknown stabilization"):
-        SamplingConfig(stabilization="blur").check()
+    with pytest.raises(ValueError, match="unknown history 'blur'"):
+        SamplingConfig(history="blur").check()
     with pytest.raises(ValueError, match="stabilization_level must lie"):
         SamplingConfig(stabilization_level=1.0).check()

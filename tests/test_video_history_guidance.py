@@ -26,7 +26,7 @@ def _info(b=2, w=6, hist=3, generated=None):
     known = torch.zeros(b, w, dtype=torch.bool)
     known[:, :hist] = True
     gen = torch.zeros_like(known) if generated is None else generated
-    return StepInfo(0, get_schedule("cosine"), torch.zeros(b, w), known, torch.randn(b, w, 1, 4, 4), gen, torch.Generator().manual_seed(0))
+    return StepInfo(0, get_schedule("cosine"), torch.full((b, w), 0.5), torch.zeros(b, w), known, torch.randn(b, w, 1, 4, 4), gen, torch.Generator().manual_seed(0))
 
 
 def _t(b=2, w=6, hist=3, hist_level=0.0, level=0.6):
@@ -127,7 +127,7 @@ def _tiny_model(causal=True, cond_dim=0, seed=0):
 def test_scale_one_equals_conditional_sampling_with_eta():
     m = _tiny_model()
     ctx = torch.randn(2, 3, 1, 8, 8)
-    kw = dict(horizon=6, steps=4, eta=1.0, chunk_size=3, history_len=3, schedule="full_sequence", seed=3)
+    kw = dict(horizon=6, steps=4, eta=1.0, chunk_size=3, history_len=3, scheduling="full_sequence", seed=3)
     plain = m.sample(ctx, **kw)
     assert torch.equal(m.sample(ctx, guidance=HistoryGuidance.vanilla(1.0), **kw), plain)
     assert torch.equal(m.sample(ctx, guidance=HistoryGuidance.fractional(1.0, 0.4), **kw), plain)
@@ -139,7 +139,7 @@ def test_cfg_on_actions_with_the_video_backbone():
     m = _tiny_model(cond_dim=5)
     ctx = torch.randn(2, 2, 1, 8, 8)
     acts = torch.nn.functional.one_hot(torch.randint(0, 5, (2, 6)), 5).float()
-    kw = dict(horizon=4, steps=3, chunk_size=2, history_len=2, schedule="full_sequence", seed=1, cond=acts)
+    kw = dict(horizon=4, steps=3, chunk_size=2, history_len=2, scheduling="full_sequence", seed=1, cond=acts)
     plain = m.sample(ctx, **kw)
     assert torch.allclose(m.sample(ctx, guidance=ClassifierFreeGuidance(1.0), **kw), plain)
     guided = m.sample(ctx, guidance=ClassifierFreeGuidance(3.0), **kw)

@@ -12,17 +12,18 @@ frames each.
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Any, Callable, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from dforce.diffusion.noise_levels import check_training_noise, stack_frames, training_noise_levels, unstack_frames
-from dforce.diffusion.parametrization import check_parametrization, eps_mse_factor, target, to_x0_eps
+from dforce.diffusion.parametrization import check_parametrization, target, to_x0_eps
 from dforce.diffusion.schedules import NoiseSchedule, expand_like, get_schedule
 from dforce.diffusion.weighting import check_weighting, loss_weight
-from dforce.sampling.rollout import SamplingConfig, rollout
-from dforce.sampling.sampler import Guidance
+from dforce.sampling.cached import CachedDenoiser, check_cacheable
+from dforce.sampling.rollout import SamplingConfig, iter_rollout
+from dforce.sampling.sampler import Denoiser, Guidance, autocast
 
 
 class DiffusionForcing(nn.Module):
@@ -91,20 +92,27 @@ class DiffusionForcing(nn.Module):
         return bool(self.backbone.causal)
 
     # ------------------------------------------------------------------ prediction
+    def prediction(self, out: Tensor, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw backbone output ``out`` for tokens ``x`` at levels ``t`` -> ``(x0_hat, eps_hat)`` (fp32)."""
+        out = out.float()
+        alpha, sigma = self.noise_schedule.alpha_sigma(t)
+        return to_x0_eps(self.parametrization, out, x.float(), expand_like(alpha, out), expand_like(sigma, out))
+
     def denoise(self, x: Tensor, t: Tensor, cond: Any = None) -> tuple[Tensor, Tensor]:
         """Tokens ``x`` [B, T, *token_shape] at levels ``t`` [B, T] -> ``(x0_hat, eps_hat)`` (fp32)."""
-        pred = self.backbone(x, t, cond).float()
-        alpha, sigma = self.noise_schedule.alpha_sigma(t)
-        return to_x0_eps(self.parametrization, pred, x.float(), expand_like(alpha, pred), expand_like(sigma, pred))
+        return self.prediction(self.backbone(x, t, cond), x, t)
 
-    def denoiser(self, precision: str = "fp32") -> Callable[[Tensor, Tensor, Any], tuple[Tensor, Tensor]]:
-        """:meth:`denoise` for the samplers, with the backbone under bf16 autocast when ``precision='bf16'``."""
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        device_type = next(self.parameters()).device.type
+    def denoiser(self, precision: str = "fp32", cache: str = "none") -> Denoiser:
+        """:meth:`denoise` for the sampler: the backbone under bf16 autocast for ``precision='bf16'``,
+        backed by a KV cache for ``cache='window'`` (exact) or ``'rolling'`` (see ``dforce.sampling.cached``)."""
+        check_cacheable(self, cache)
+        if cache != "none":
+            return CachedDenoiser(self, precision, cache)
+        device = next(self.parameters()).device
+        autocast(device, precision)  # validates precision
 
         def denoise(x: Tensor, t: Tensor, cond: Any = None) -> tuple[Tensor, Tensor]:
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with autocast(device, precision):
                 return self.denoise(x, t, cond)
 
         return denoise
@@ -181,8 +189,7 @@ class DiffusionForcing(nn.Module):
         tgt = target(self.parametrization, tokens.float(), eps, expand_like(alpha, tokens), expand_like(sigma, tokens))
         se = (pred - tgt) ** 2 * weight_el
         per_token = se.flatten(2).sum(-1) / weight_el.flatten(2).sum(-1).clamp_min(1.0)
-        w = loss_weight(self.weighting, self.noise_schedule.logsnr(t))
-        w = w / eps_mse_factor(self.parametrization, alpha, sigma).clamp_min(1e-8)
+        w = loss_weight(self.weighting, self.noise_schedule.logsnr(t), self.parametrization, self.noise_schedule)
         per_token = per_token * torch.where(target_w > 0, w, torch.zeros_like(w)) * target_w
         if reduction == "none":
             return per_token
@@ -191,6 +198,82 @@ class DiffusionForcing(nn.Module):
         return per_token.sum() / target_w.sum().clamp_min(1.0)
 
     # ------------------------------------------------------------------ sampling
+    def _sampling_inputs(
+        self, context, horizon, context_mask, batch_size, cond, guidance, config, seed, generator, precision, cache, overrides
+    ) -> dict:
+        """The one input check of :meth:`sample` and :meth:`stream`: validated tokens and options for
+        :func:`dforce.sampling.iter_rollout`."""
+        unknown = set(overrides) - {f.name for f in fields(SamplingConfig)}
+        if unknown:
+            raise TypeError(f"unknown sampling option(s) {sorted(unknown)}; see dforce.SamplingConfig")
+        config = replace(config or SamplingConfig(), **overrides).check()
+        k, device = self.frame_stack, next(self.parameters()).device
+        if not isinstance(horizon, int) or horizon < 1 or horizon % k:
+            raise ValueError(f"horizon must be a positive multiple of frame_stack={k}, got {horizon!r}")
+        if context is not None:
+            self._check_frames(context, "context")
+            if batch_size is not None and batch_size != context.shape[0]:
+                raise ValueError(f"batch_size={batch_size} disagrees with the context's batch of {context.shape[0]}; drop batch_size")
+            if context.shape[1] % k:
+                raise ValueError(f"context length {context.shape[1]} is not a multiple of frame_stack={k}")
+            if context_mask is not None:
+                if context_mask.shape != context.shape[:2]:
+                    raise ValueError(f"context_mask must have shape [B, C] = {tuple(context.shape[:2])}, got {tuple(context_mask.shape)}")
+                context_mask = context_mask.bool().to(context.device)
+                context = torch.where(expand_like(context_mask, context), context, torch.zeros_like(context))
+                context_mask = context_mask.reshape(context.shape[0], -1, k).all(-1).to(device)
+            if not torch.isfinite(context).all():
+                raise ValueError("context contains NaN or inf; mark missing frames with context_mask=False")
+            batch_size = context.shape[0]
+            context = stack_frames(context.to(device).float(), k) if context.shape[1] else None
+        elif context_mask is not None:
+            raise ValueError("context_mask needs a context")
+        if batch_size is None or batch_size < 1:
+            raise ValueError(f"give a context or a batch_size >= 1, got batch_size={batch_size}")
+        n_ctx = 0 if context is None else context.shape[1]
+        if cond is not None:
+            if cond.shape[0] != batch_size or cond.shape[1] != (n_ctx + horizon // k) * k:
+                raise ValueError(f"cond must have shape [B, C + horizon, ...] = [{batch_size}, {n_ctx * k + horizon}, ...], got {tuple(cond.shape)}")
+            cond = stack_frames(cond.to(device), k)
+        if cache == "rolling" and guidance is not None:
+            raise ValueError("cache='rolling' encodes each history token once and takes no guidance; use cache='window'")
+        if generator is None and seed is not None:
+            generator = torch.Generator(device).manual_seed(seed)
+        return dict(
+            token_shape=self.token_shape, horizon=horizon // k, window=self.window, schedule=self.noise_schedule,
+            config=config, context=context, context_mask=context_mask, batch_size=batch_size, cond=cond,
+            guidance=guidance, causal=self.causal, generator=generator, device=device,
+        )
+
+    @torch.no_grad()
+    def stream(
+        self,
+        context: Optional[Tensor] = None,
+        horizon: int = 1,
+        *,
+        context_mask: Optional[Tensor] = None,
+        batch_size: Optional[int] = None,
+        cond: Optional[Tensor] = None,
+        guidance: Optional[Guidance] = None,
+        config: Optional[SamplingConfig] = None,
+        seed: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+        precision: str = "fp32",
+        cache: str = "none",
+        progress: bool = False,
+        **overrides: Any,
+    ) -> Iterator[Tensor]:
+        """:meth:`sample` frame by frame: yields each of the ``horizon`` frames [B, *frame_shape] as
+        soon as it is clean (with ``frame_stack`` k, the k frames of a token together), with the
+        same numbers as :meth:`sample`. Pyramid and autoregressive schedules deliver the first
+        frame after its own ``steps`` rows."""
+        kwargs = self._sampling_inputs(
+            context, horizon, context_mask, batch_size, cond, guidance, config, seed, generator, precision, cache, overrides
+        )
+        denoise = self.denoiser(precision, cache)
+        for _, token in iter_rollout(denoise, progress=progress, **kwargs):
+            yield from unstack_frames(token[:, None], self.frame_stack).unbind(1)
+
     @torch.no_grad()
     def sample(
         self,
@@ -205,75 +288,24 @@ class DiffusionForcing(nn.Module):
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         precision: str = "fp32",
-        progress: bool = False,
         cache: str = "none",
+        progress: bool = False,
         **overrides: Any,
     ) -> Tensor:
-        """Generate ``horizon`` frames after ``context`` [B, C, *frame_shape].
+        """Generate ``horizon`` frames after ``context`` [B, C, *frame_shape] -> [B, horizon, *frame_shape].
 
         Sampling options come from ``config`` (a :class:`SamplingConfig`) and keyword overrides of
-        its fields, e.g. ``schedule="pyramid", steps=20, eta=1.0, stabilization_level=0.02``.
+        its fields, e.g. ``scheduling="pyramid", steps=20, eta=1.0, stabilization_level=0.02``.
         ``cond`` [B, C + horizon, ...] gives external conditions for every frame; ``context_mask``
         [B, C] (bool) marks observed context frames (missing ones may hold NaN; a token with any
-        missing frame is fed as pure noise). ``seed`` makes
+        missing frame is fed as pure noise). Without a context give ``batch_size``. ``seed`` makes
         the draw reproducible. ``precision='bf16'`` runs the backbone under bf16 autocast.
-        ``cache='window'`` (exact, same numbers) or ``'rolling'`` (each token encoded once, constant
-        memory) samples with a KV cache for causal transformers: see ``dforce.sampling.cached``.
-        Returns frames [B, horizon, *frame_shape].
+        ``cache='window'`` (exact, same numbers) or ``'rolling'`` (each history token encoded once)
+        uses the backbone's KV cache: see ``dforce.sampling.cached``.
         """
-        if cache != "none":
-            from dforce.sampling.cached import cached_rollout
-
-            if context_mask is not None:
-                raise ValueError("context_mask is not supported with a KV cache; use cache='none'")
-            return cached_rollout(
-                self, context, horizon, config, batch_size=batch_size, cond=cond, guidance=guidance, seed=seed,
-                generator=generator, precision=precision, cache=cache, **overrides,
-            )
-        unknown = set(overrides) - {f.name for f in fields(SamplingConfig)}
-        if unknown:
-            raise TypeError(f"unknown sampling option(s) {sorted(unknown)}; see dforce.SamplingConfig")
-        config = replace(config or SamplingConfig(), **overrides)
-        k = self.frame_stack
-        device = next(self.parameters()).device
-        if context is not None:
-            self._check_frames(context, "context")
-            if context_mask is not None:
-                if context_mask.shape != context.shape[:2]:
-                    raise ValueError(f"context_mask must have shape [B, C] = {tuple(context.shape[:2])}, got {tuple(context_mask.shape)}")
-                context_mask = context_mask.bool().to(device)
-                context = torch.where(expand_like(context_mask, context).to(context.device), context, torch.zeros_like(context))
-                context_mask = context_mask.reshape(context.shape[0], -1, k).all(-1) if context.shape[1] % k == 0 else context_mask
-            if not torch.isfinite(context).all():
-                raise ValueError("context contains NaN or inf; mark missing frames with context_mask=False")
-            if context.shape[1] % k:
-                raise ValueError(f"context length {context.shape[1]} is not a multiple of frame_stack={k}")
-            context = stack_frames(context.to(device), k)
-            if context.shape[1] == 0:
-                batch_size, context, context_mask = context.shape[0], None, None
-        if horizon < 1 or horizon % k:
-            raise ValueError(f"horizon must be a positive multiple of frame_stack={k}, got {horizon}")
-        if cond is not None:
-            cond = stack_frames(cond.to(device), k) if cond.shape[1] % k == 0 else None
-            if cond is None:
-                raise ValueError(f"cond length must be a multiple of frame_stack={k}")
-        if generator is None and seed is not None:
-            generator = torch.Generator(device).manual_seed(seed)
-        out = rollout(
-            self.denoiser(precision),
-            token_shape=self.token_shape,
-            horizon=horizon // k,
-            window=self.window,
-            schedule=self.noise_schedule,
-            config=config,
-            context=context,
-            context_mask=context_mask,
-            batch_size=batch_size,
-            cond=cond,
-            guidance=guidance,
-            causal=self.causal,
-            generator=generator,
-            device=device,
-            progress=progress,
-        )
-        return unstack_frames(out, k)
+        frames = list(self.stream(
+            context, horizon, context_mask=context_mask, batch_size=batch_size, cond=cond, guidance=guidance,
+            config=config, seed=seed, generator=generator, precision=precision, cache=cache, progress=progress,
+            **overrides,
+        ))
+        return torch.stack(frames, 1)

@@ -50,6 +50,6 @@ def main(argv: list[str]) -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0
     path = export_model(model, Path(run.out_dir) / "model", extra={"mean": mean.tolist(), "std": std.tolist(),
-                        "sample": {k: v for k, v in asdict(run.sample).items() if k != "schedule" or isinstance(v, str)}})
+                        "sample": {k: v for k, v in asdict(run.sample).items() if k != "scheduling" or isinstance(v, str)}})
     print(f"exported the EMA model to {path}")
     return 0

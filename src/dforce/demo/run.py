@@ -121,7 +121,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         for schedule in ("autoregressive", "pyramid"):
             t0 = time.time()
             pred = model.sample(context=context, horizon=horizon, steps=cfg.steps, stabilization_level=stab, seed=cfg.seed,
-                                schedule=schedule, precision="bf16" if cfg.precision.startswith("bf16") else "fp32",
+                                scheduling=schedule, precision="bf16" if cfg.precision.startswith("bf16") else "fp32",
                                 cache="window")  # KV cache: the numbers of uncached sampling (exact in fp32), faster
             sample_s = time.time() - t0
             pred = pred.numpy()

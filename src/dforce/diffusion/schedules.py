@@ -45,13 +45,18 @@ class NoiseSchedule:
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Signal and noise scales at level ``t``; level 0 gives exactly (1, 0)."""
         t = torch.as_tensor(t, dtype=torch.float32)
-        lam = self.logsnr(t)
-        alpha = torch.sigmoid(lam).sqrt()
-        sigma = torch.sigmoid(-lam).sqrt()
+        alpha, sigma = self.alpha_sigma_from_logsnr(self.logsnr(t))
         clean = t <= 0
-        return torch.where(clean, torch.ones_like(alpha), alpha), torch.where(
-            clean, torch.zeros_like(sigma), sigma
-        )
+        return torch.where(clean, torch.ones_like(alpha), alpha), torch.where(clean, torch.zeros_like(sigma), sigma)
+
+    def alpha_sigma_from_logsnr(self, lam: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha, sigma)`` of this process at logSNR ``lam`` (variance preserving here)."""
+        return torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
+
+    def logsnr_range(self) -> tuple[float, float]:
+        """``(lambda(1), lambda(0+))``: the logSNR range the schedule actually spans, within the clip."""
+        ends = self.logsnr(torch.tensor([1.0, 0.0]))
+        return float(ends[0]), float(ends[1])
 
     def snr(self, t: Tensor) -> Tensor:
         return self.logsnr(t).exp()
@@ -148,13 +153,9 @@ class RectifiedFlowSchedule(NoiseSchedule):
     def _logsnr(self, t: Tensor) -> Tensor:
         return 2.0 * (torch.log1p(-t) - torch.log(t))
 
-    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        t = torch.as_tensor(t, dtype=torch.float32)
-        # keep the same finite ends as the clipped logSNR: t_min > 0 near 1 - tiny, so alpha > 0
-        lo = 1.0 / (1.0 + math.exp(self.logsnr_max / 2))
-        hi = 1.0 / (1.0 + math.exp(self.logsnr_min / 2))
-        tc = torch.where(t <= 0, t.new_zeros(()), t.clamp(lo, hi))
-        return 1.0 - tc, tc
+    def alpha_sigma_from_logsnr(self, lam: Tensor) -> tuple[Tensor, Tensor]:
+        # sigma / alpha = exp(-lam / 2) and alpha + sigma = 1; the clipped logSNR keeps alpha > 0
+        return torch.sigmoid(lam / 2), torch.sigmoid(-lam / 2)
 
 
 SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {

@@ -1,14 +1,29 @@
-"""Loss weightings, each written as a weight on the eps-MSE as a function of logSNR.
+"""Loss weightings: the per-token weight of the parametrization's own MSE.
 
-``weight(lambda) * ||eps_hat - eps||^2`` is the per-token loss; the model divides by the
-parametrization's :func:`~dforce.diffusion.parametrization.eps_mse_factor` so the same weighting
-means the same objective for eps, x0, v and flow predictions.
+Every weighting is a weight ``w(lambda)`` on the eps-MSE ``||eps_hat - eps||^2`` (uniform,
+min-SNR, sigmoid); :func:`loss_weight` divides it by the parametrization's
+:func:`~dforce.diffusion.parametrization.eps_mse_factor`, so one weighting means one objective for
+eps, x0, v and flow predictions. For min-SNR-5 that gives ``min(SNR, 5) / SNR`` (eps),
+``min(SNR, 5)`` (x0) and ``min(SNR, 5) / (SNR + 1)`` (v, variance preserving).
+
+All of it is a function of the *clipped* logSNR, so a clean token (t = 0, sigma = 0 exactly)
+gets the limit of its weight (5 for x0 with min-SNR), not a value blown up by a zero sigma.
+
+``fused_snr`` (Diffusion Forcing's video models) is min-SNR evaluated at a *fused* SNR ``F``
+that also counts the information in earlier tokens (see :func:`fused_logsnr`), with the
+parametrization factor taken at ``F`` too -- exactly the reference implementation's weights:
+``cf / f`` (eps), ``5 cf`` (x0), ``5 cf / (5 f + 1)`` (v), where ``f = F / 5`` and
+``cf = min(f, 1)``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+from dforce.diffusion.parametrization import eps_mse_factor
 
 WEIGHTINGS = ("uniform", "min_snr", "sigmoid", "fused_snr")
 
@@ -20,46 +35,48 @@ def check_weighting(kind: str) -> str:
 
 
 def min_snr(logsnr: Tensor, gamma: float = 5.0) -> Tensor:
-    """Min-SNR-gamma (Hang et al. 2023): ``min(SNR, gamma) / SNR``."""
-    return torch.exp(torch.clamp(logsnr, max=torch.log(torch.tensor(gamma)).item()) - logsnr)
+    """Min-SNR-gamma (Hang et al. 2023) on the eps-MSE: ``min(SNR, gamma) / SNR``."""
+    return torch.exp(torch.clamp(logsnr, max=math.log(gamma)) - logsnr)
 
 
 def sigmoid_weight(logsnr: Tensor, bias: float = -1.0) -> Tensor:
-    """Kingma & Gao sigmoid weighting ``sigmoid(bias - lambda)`` (DFoT uses bias -1)."""
+    """Kingma & Gao sigmoid weighting on the eps-MSE, ``sigmoid(bias - lambda)`` (DFoT: bias -1)."""
     return torch.sigmoid(bias - logsnr)
 
 
-def fused_snr(logsnr: Tensor, decay: float = 0.9, gamma: float = 5.0) -> Tensor:
-    """Diffusion Forcing's fused SNR weighting for sequences ``logsnr`` [B, T].
+def fused_logsnr(logsnr: Tensor, decay: float = 0.9, gamma: float = 5.0) -> Tensor:
+    """log of the fused SNR ``F`` [B, T] of tokens at ``logsnr`` [B, T] (Diffusion Forcing).
 
-    A token that is noisy itself can still be easy when its history is clean. With
-    ``n_t = min(SNR_t, gamma) / gamma`` and an EMA of earlier tokens
-    ``cum_t = d cum_{t-1} + (1 - d) n_t``, the fused information is
-    ``f_t = 1 - (1 - d cum_{t-1}) (1 - n_t)`` and the eps-MSE weight is ``gamma f_t / SNR_t``.
-    Meant for x0 / v / flow predictions (with eps predictions the weight of nearly pure-noise
-    tokens after clean history becomes very large).
+    With ``n_t = min(SNR_t, gamma) / gamma``, a running average over the tokens that starts at
+    the first one, ``cum_0 = n_0``, ``cum_t = d cum_{t-1} + (1 - d) n_t``, and the previous
+    token's value ``cum_prev_t = cum_{t-1}`` (0 for the first token):
+    ``F_t = gamma (1 - (1 - d cum_prev_t) (1 - SNR_t / gamma))``. A noisy token after clean
+    history is easy, so it counts as informative.
     """
     if logsnr.dim() != 2:
         raise ValueError(f"fused_snr needs per-token logSNR of shape [B, T], got {tuple(logsnr.shape)}")
     snr = logsnr.exp()
     n = snr.clamp(max=gamma) / gamma
-    cum_prev = torch.zeros_like(n)
-    running = torch.zeros_like(n[:, 0])
+    cum = [n[:, 0]]
     for i in range(1, n.shape[1]):
-        running = decay * running + (1 - decay) * n[:, i - 1]
-        cum_prev[:, i] = running
-    fused = 1 - (1 - decay * cum_prev) * (1 - n)
-    return gamma * fused / snr
+        cum.append(decay * cum[-1] + (1 - decay) * n[:, i])
+    cum_prev = torch.stack([torch.zeros_like(n[:, 0])] + cum[:-1], 1)
+    fused = gamma * (1 - (1 - decay * cum_prev) * (1 - snr / gamma))
+    return fused.clamp_min(1e-30).log()
 
 
-def loss_weight(kind: str, logsnr: Tensor, **kw: float) -> Tensor:
-    """Per-token eps-MSE weight for ``logsnr`` [B, T]."""
-    if kind == "uniform":
-        return torch.ones_like(logsnr)
-    if kind == "min_snr":
-        return min_snr(logsnr, kw.get("gamma", 5.0))
-    if kind == "sigmoid":
-        return sigmoid_weight(logsnr, kw.get("bias", -1.0))
+def loss_weight(kind: str, logsnr: Tensor, parametrization: str, schedule, **kw: float) -> Tensor:
+    """Weight [B, T] of each token's ``parametrization``-MSE for tokens at (clipped) ``logsnr`` [B, T]."""
+    check_weighting(kind)
     if kind == "fused_snr":
-        return fused_snr(logsnr, kw.get("decay", 0.9), kw.get("gamma", 5.0))
-    raise ValueError(f"unknown loss weighting {kind!r}; choose one of {list(WEIGHTINGS)}")
+        logsnr = fused_logsnr(logsnr, kw.get("decay", 0.9), kw.get("gamma", 5.0))
+        alpha, sigma = torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()  # F read as a VP token's SNR
+    else:
+        alpha, sigma = schedule.alpha_sigma_from_logsnr(logsnr)
+    if kind == "uniform":
+        w = torch.ones_like(logsnr)
+    elif kind == "sigmoid":
+        w = sigmoid_weight(logsnr, kw.get("bias", -1.0))
+    else:
+        w = min_snr(logsnr, kw.get("gamma", 5.0))
+    return w / eps_mse_factor(parametrization, alpha, sigma)

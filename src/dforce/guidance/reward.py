@@ -125,10 +125,7 @@ class RewardGuidance:
             (grad,) = torch.autograd.grad(r.sum(), xg)
         if self.grad_clip is not None:
             grad = grad.clamp(-self.grad_clip, self.grad_clip)
-        moving = info.next_t < t
-        if info.known_mask is not None:
-            moving = moving & ~info.known_mask
-        return guided_prediction(xg.detach(), t, x0_hat.detach(), eps_hat.detach(), grad, self.scale, info.schedule, moving, self.space)
+        return guided_prediction(xg.detach(), t, x0_hat.detach(), eps_hat.detach(), grad, self.scale, info.schedule, info.moving, self.space)
 
 
 class MonteCarloGuidance(RewardGuidance):

@@ -364,13 +364,9 @@ class Planner:
             )
             guidance = RewardGuidance(reward, s.guidance_scale, s.mc_samples if s.method == "df_mcg" else 1)
 
-        def denoise(xt: Tensor, t: Tensor, c: Any):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-                return self.model.denoise(xt, t, c)
-
         out = sample_window(
-            denoise, x, lv, schedule=self.model.noise_schedule, eta=s.eta, guidance=guidance,
-            known_mask=known, known_values=known_values, known_noise="relabel", generator=g,
+            self.model.denoiser(s.precision), x, lv, schedule=self.model.noise_schedule, eta=s.eta, guidance=guidance,
+            known_mask=known, known_values=known_values, history="relabel", generator=g,
         )
         frames = out[:, 1 : h + 1].reshape(b, h * fs, d)
         return self._denormalize(frames).numpy()

@@ -1,12 +1,13 @@
-"""Scheduling matrices, per-token samplers, sliding-window rollout, KV-cached and streaming sampling."""
+"""Scheduling matrices, the row loop (per-token DDIM), sliding-window rollout, KV-cached denoisers."""
 
 from dforce.sampling import scheduling
-from dforce.sampling.cached import CachedDenoiser, cached_rollout, stream
+from dforce.sampling.cached import CACHES, CachedDenoiser
 from dforce.sampling.rollout import SamplingConfig, iter_rollout, plan_windows, rollout
-from dforce.sampling.sampler import Guidance, StepInfo, conditional, ddim_step, iter_sample_window, sample_window
+from dforce.sampling.sampler import Guidance, StepInfo, autocast, conditional, ddim_step, iter_sample_window, sample_window
 from dforce.sampling.scheduling import format_matrix, level_grid, scheduling_matrix, validate
 
 __all__ = [
-    "CachedDenoiser", "Guidance", "SamplingConfig", "StepInfo", "cached_rollout", "conditional", "ddim_step",
-    "format_matrix", "iter_rollout", "iter_sample_window", "level_grid", "plan_windows", "rollout", "sample_window", "scheduling", "scheduling_matrix", "stream", "validate",
+    "CACHES", "CachedDenoiser", "Guidance", "SamplingConfig", "StepInfo", "autocast", "conditional", "ddim_step",
+    "format_matrix", "iter_rollout", "iter_sample_window", "level_grid", "plan_windows", "rollout", "sample_window",
+    "scheduling", "scheduling_matrix", "validate",
 ]

@@ -10,70 +10,87 @@ context stays at ``context_level`` (0 = clean).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from dforce.diffusion.schedules import NoiseSchedule, expand_like
-from dforce.sampling.sampler import Denoiser, Guidance, iter_sample_window
+from dforce.sampling.sampler import HISTORY, Denoiser, Guidance, iter_sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
 
-STABILIZATION = ("noise", "relabel")
-CONDITIONING = ("clean", "replacement")
+ROLLOUT_SCHEDULING = ("autoregressive", "pyramid", "full_sequence", "trapezoid")
+LEVEL_SPACING = ("uniform", "logsnr")
 
 
 @dataclass
 class SamplingConfig:
-    """How to sample; every field is documented in ``docs/guide.md``.
+    """How to sample: the one options type of every sampling path and domain (``docs/guide.md``).
 
     Attributes:
-        schedule: scheduling matrix, ``autoregressive``, ``pyramid``, ``full_sequence``, ``trapezoid``, ``chunked``
-            or a custom integer matrix [R, chunk].
+        scheduling: scheduling matrix: ``autoregressive``, ``pyramid``, ``full_sequence``,
+            ``trapezoid`` or a custom integer matrix [R, chunk] (see ``dforce.sampling.scheduling``).
         steps: sampling steps ``S`` per token.
         eta: 0 = deterministic DDIM, 1 = ancestral.
         uncertainty_scale: ``u`` of ``pyramid`` / ``trapezoid``.
         chunk_size: new tokens per window (default: ``window - history_len``).
         history_len: history tokens kept in each window after the first (default: the number of
-            context tokens given, or ``window // 2`` with no context), at most ``window - 1``.
+            context tokens given, or ``window // 2`` with no context), at most ``window - 1``. The
+            first window holds as much context as fits beside its new tokens.
         stabilization_level: level ``t`` at which generated history is fed (0 disables).
-        stabilization: ``noise`` (relabel and add the matching noise, consistent with training;
-            the default) or ``relabel`` (only relabel, as the reference implementation does).
         context_level: level of observed context tokens (0 = clean).
-        level_spacing: ``uniform`` in t or ``logsnr``.
+        history: how history is fed at its level: ``noise`` (the clean value noised to the level,
+            one draw per window: consistent with training; the default), ``relabel`` (the clean
+            value, only labelled with the level) or ``replacement`` (the whole window at the new
+            tokens' current level, history re-noised at every step: for full-sequence models,
+            which never saw clean history in training).
+        level_spacing: integer levels map to ``t`` ``uniform``-ly or uniformly in ``logsnr``.
         pad_to_window: fill short windows with pure-noise tokens (default: for non-causal models).
         clip_x0: clamp ``x0_hat`` to ``[-clip_x0, clip_x0]`` (None = no clamp).
-        conditioning: ``clean`` (history fed at ``context_level`` / ``stabilization_level``; for
-            Diffusion Forcing and teacher forcing) or ``replacement`` (history re-noised afresh to
-            the generated tokens' level at every step; for full-sequence models, which never saw
-            clean history in training).
     """
 
-    schedule: Union[str, Tensor] = "autoregressive"
+    scheduling: Union[str, Tensor] = "autoregressive"
     steps: int = 50
     eta: float = 0.0
     uncertainty_scale: float = 1.0
     chunk_size: Optional[int] = None
     history_len: Optional[int] = None
     stabilization_level: float = 0.02
-    stabilization: str = "noise"
     context_level: float = 0.0
+    history: str = "noise"
     level_spacing: str = "uniform"
     pad_to_window: Optional[bool] = None
     clip_x0: Optional[float] = None
-    conditioning: str = "clean"
 
     def check(self) -> "SamplingConfig":
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.stabilization not in STABILIZATION:
-            raise ValueError(f"unknown stabilization {self.stabilization!r}; choose one of {list(STABILIZATION)}")
-        if self.conditioning not in CONDITIONING:
-            raise ValueError(f"unknown conditioning {self.conditioning!r}; choose one of {list(CONDITIONING)}")
+        """Validate every field; raises ``ValueError`` naming the option and its allowed values."""
+        if isinstance(self.scheduling, str):
+            if self.scheduling == "chunked":
+                raise ValueError("in rollouts use scheduling='full_sequence' with chunk_size instead of the 'chunked' matrix")
+            if self.scheduling not in ROLLOUT_SCHEDULING:
+                raise ValueError(f"unknown scheduling {self.scheduling!r}; choose one of {list(ROLLOUT_SCHEDULING)} or pass an integer matrix")
+        elif not isinstance(self.scheduling, Tensor):
+            raise TypeError(f"scheduling must be a name or an integer matrix tensor, got {type(self.scheduling).__name__}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
+        if self.uncertainty_scale < 0:
+            raise ValueError(f"uncertainty_scale must be >= 0, got {self.uncertainty_scale}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 (or None for window - history_len), got {self.chunk_size}")
+        if self.history_len is not None and self.history_len < 0:
+            raise ValueError(f"history_len must be >= 0 (or None for the context length), got {self.history_len}")
         for name in ("stabilization_level", "context_level"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {v}")
+        if self.history not in HISTORY:
+            raise ValueError(f"unknown history {self.history!r}; choose one of {list(HISTORY)}")
+        if self.level_spacing not in LEVEL_SPACING:
+            raise ValueError(f"unknown level_spacing {self.level_spacing!r}; choose one of {list(LEVEL_SPACING)}")
+        if self.clip_x0 is not None and self.clip_x0 <= 0:
+            raise ValueError(f"clip_x0 must be > 0 (or None for no clamp), got {self.clip_x0}")
         return self
 
 
@@ -102,37 +119,9 @@ def plan_windows(context_len: int, horizon: int, window: int, chunk_size: Option
     return out
 
 
-def rollout(
-    denoise: Denoiser,
-    *,
-    token_shape: Sequence[int],
-    horizon: int,
-    window: int,
-    schedule: NoiseSchedule,
-    config: SamplingConfig,
-    context: Optional[Tensor] = None,
-    context_mask: Optional[Tensor] = None,
-    batch_size: Optional[int] = None,
-    cond: Optional[Tensor] = None,
-    guidance: Optional[Guidance] = None,
-    causal: bool = True,
-    generator: Optional[torch.Generator] = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-    progress: bool = False,
-) -> Tensor:
-    """Generate ``horizon`` tokens after ``context`` [B, C, *token_shape].
-
-    ``cond`` [B, C + horizon, ...] holds external per-token conditions (covariates, actions) for
-    every context and future token. ``context_mask`` [B, C] (bool) marks observed context tokens:
-    missing ones are fed as pure noise (level 1), as masked tokens are in training, never imputed.
-    Returns the new tokens [B, horizon, *token_shape].
-    """
-    return torch.stack([tok for _, tok in iter_rollout(
-        denoise, token_shape=token_shape, horizon=horizon, window=window, schedule=schedule, config=config,
-        context=context, context_mask=context_mask, batch_size=batch_size, cond=cond, guidance=guidance, causal=causal, generator=generator,
-        device=device, dtype=dtype, progress=progress,
-    )], 1)
+def rollout(denoise: Denoiser, **kwargs: Any) -> Tensor:
+    """:func:`iter_rollout` collected: the new tokens [B, horizon, *token_shape] (same arguments)."""
+    return torch.stack([tok for _, tok in iter_rollout(denoise, **kwargs)], 1)
 
 
 def iter_rollout(
@@ -151,71 +140,58 @@ def iter_rollout(
     causal: bool = True,
     generator: Optional[torch.Generator] = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
     progress: bool = False,
 ) -> Iterator[tuple[int, Tensor]]:
-    """:func:`rollout` token by token: yields ``(h, token [B, *token_shape])`` for ``h = 0..horizon-1``
-    as soon as token ``h`` is clean (and all earlier ones are), with the same numbers as :func:`rollout`.
+    """Generate ``horizon`` tokens after ``context`` [B, C, *token_shape], yielding ``(h, token [B, ...])``
+    as soon as token ``h`` is clean (and all earlier ones are).
 
-    With a pyramid or autoregressive scheduling matrix the first tokens arrive after their own
-    ``steps`` rows, long before the window is finished. The yielded tensors are views of the
-    rollout's buffer and are never written again.
+    ``cond`` [B, C + horizon, ...] holds external per-token conditions for every context and
+    future token. ``context_mask`` [B, C] (bool) marks observed context tokens: missing ones are
+    fed as pure noise (level 1), as masked tokens are in training, never imputed. With a pyramid or
+    autoregressive scheduling matrix the first tokens arrive after their own ``steps`` rows. The
+    yielded tensors are views of the rollout's buffer and are never written again.
     """
     config.check()
-    if context is not None:
-        if tuple(context.shape[2:]) != tuple(token_shape):
-            raise ValueError(f"context tokens have shape {tuple(context.shape[2:])}, the model expects {tuple(token_shape)}")
-        batch_size, ctx_len = context.shape[0], context.shape[1]
-        device = context.device if device is None else device
-    else:
-        if batch_size is None:
-            raise ValueError("give either context or batch_size")
-        ctx_len = 0
-    device = torch.device(device or "cpu")
+    ctx_len = 0 if context is None else context.shape[1]
+    batch_size = context.shape[0] if context is not None else batch_size
+    if batch_size is None:
+        raise ValueError("give either context or batch_size")
+    device = torch.device(device or (context.device if context is not None else "cpu"))
     total = ctx_len + horizon
-    if cond is not None and cond.shape[1] < total:
-        raise ValueError(f"cond covers {cond.shape[1]} tokens but context + horizon = {total}; give conditions for every token")
     pad = (not causal) if config.pad_to_window is None else config.pad_to_window
     grid = level_grid(config.steps, schedule, config.level_spacing).to(device)
+    kwargs = {"uncertainty_scale": config.uncertainty_scale} if config.scheduling in ("pyramid", "trapezoid") else {}
 
-    seq = torch.empty(batch_size, total, *token_shape, device=device, dtype=dtype)
+    seq = torch.zeros(batch_size, total, *token_shape, device=device)
     generated = torch.zeros(batch_size, total, dtype=torch.bool, device=device)
     observed = torch.ones(batch_size, total, dtype=torch.bool, device=device)
     if ctx_len:
-        seq[:, :ctx_len] = context.to(dtype)
+        seq[:, :ctx_len] = context.float()
         if context_mask is not None:
-            if context_mask.shape != (batch_size, ctx_len):
-                raise ValueError(f"context_mask must have shape [B, C] = {(batch_size, ctx_len)}, got {tuple(context_mask.shape)}")
-            observed[:, :ctx_len] = context_mask.to(device).bool()
-            seq[:, :ctx_len] = torch.where(expand_like(observed[:, :ctx_len], seq[:, :ctx_len]), seq[:, :ctx_len], 0.0)
+            observed[:, :ctx_len] = context_mask
     windows = plan_windows(ctx_len, horizon, window, config.chunk_size, config.history_len)
     iterator = windows
     if progress and len(windows) > 1:
         from tqdm.auto import tqdm
 
         iterator = tqdm(windows, desc="rollout", unit="window")
-    if isinstance(config.schedule, str) and config.schedule == "chunked":
-        raise ValueError("in rollouts use scheduling='full_sequence' with chunk_size instead of the 'chunked' matrix")
-    kwargs = {"uncertainty_scale": config.uncertainty_scale} if config.schedule in ("pyramid", "trapezoid") else {}
     for start, hist, new in iterator:
-        matrix = scheduling_matrix(config.schedule, new, config.steps, **kwargs)
-        n_pad = window - hist - new if pad else 0
-        w = hist + new + n_pad
-        lv = torch.ones(matrix.shape[0], w, device=device)
-        lv[:, hist : hist + new] = grid[matrix.to(device)]
+        matrix = scheduling_matrix(config.scheduling, new, config.steps, **kwargs).to(device)
+        w = hist + new + (window - hist - new if pad else 0)
+        lv = torch.ones(batch_size, matrix.shape[0], w, device=device)
+        lv[:, :, hist : hist + new] = grid[matrix]
         hist_gen = generated[:, start : start + hist]
         hist_obs = observed[:, start : start + hist]
-        lv = lv[None].repeat(batch_size, 1, 1)
-        if config.conditioning == "replacement":
+        if config.history == "replacement":
             # one level for the whole window, as a full-sequence model was trained: history (and
-            # padding) follow the generated tokens' current level
+            # padding) follow the new tokens' current level
             level = lv[:, :, hist : hist + new].max(-1, keepdim=True).values
             lv[:, :, :hist] = level
             lv[:, :, hist + new :] = level
         else:
             lv[:, :, :hist] = torch.where(hist_gen, config.stabilization_level, config.context_level)[:, None, :]
         lv[:, :, :hist] = torch.where(hist_obs[:, None, :], lv[:, :, :hist], 1.0)  # missing: pure noise
-        x = torch.randn(batch_size, w, *token_shape, generator=generator, device=device, dtype=dtype)
+        x = torch.randn(batch_size, w, *token_shape, generator=generator, device=device)
         known = torch.zeros(batch_size, w, dtype=torch.bool, device=device)
         known[:, :hist] = hist_obs
         known_values = torch.zeros_like(x)
@@ -225,27 +201,17 @@ def iter_rollout(
         wcond = None
         if cond is not None:
             wcond = cond[:, start : start + hist + new]
-            if n_pad:
-                wcond = torch.cat([wcond, wcond.new_zeros(wcond.shape[0], n_pad, *wcond.shape[2:])], 1)
+            if w > hist + new:
+                wcond = torch.cat([wcond, wcond.new_zeros(wcond.shape[0], w - hist - new, *wcond.shape[2:])], 1)
         final = lv[0, 1:, hist : hist + new] == 0  # [R-1, new]: token clean after row r
         emitted = 0
         for r, x in iter_sample_window(
-            denoise,
-            x,
-            lv,
-            schedule=schedule,
-            eta=config.eta,
-            guidance=guidance,
-            cond=wcond,
-            known_mask=known if hist else None,
-            known_values=known_values,
-            known_noise="fresh" if config.conditioning == "replacement" else ("fixed" if config.stabilization == "noise" else "relabel"),
-            generated_mask=gen_mask,
-            generator=generator,
-            clip_x0=config.clip_x0,
+            denoise, x, lv, schedule=schedule, eta=config.eta, guidance=guidance, cond=wcond,
+            known_mask=known if hist else None, known_values=known_values, history=config.history,
+            generated_mask=gen_mask, generator=generator, clip_x0=config.clip_x0, start=start,
             progress=progress and len(windows) == 1,
         ):
-            done = final[r] if r >= 0 else torch.ones(new, dtype=torch.bool, device=device)
+            done = final[r]
             while emitted < new and bool(done[emitted]):
                 h = start + hist + emitted
                 seq[:, h] = x[:, hist + emitted]

@@ -125,16 +125,18 @@ def scheduling_matrix(name: str | Tensor, tokens: int, steps: int, **kwargs: flo
 def level_grid(steps: int, schedule=None, spacing: str = "uniform") -> Tensor:
     """Continuous level ``t`` for each integer level ``0..S`` (``t[0] = 0``, ``t[S] = 1``).
 
-    ``spacing='uniform'`` is uniform in ``t``; ``'logsnr'`` is uniform in the schedule's clipped
-    logSNR (needs ``schedule``).
+    ``spacing='uniform'`` is uniform in ``t``; ``'logsnr'`` is uniform in logSNR over the range
+    the schedule spans (``schedule.logsnr_range()``), so every grid point is a distinct level.
     """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     if spacing == "uniform":
         return torch.linspace(0.0, 1.0, steps + 1)
     if spacing == "logsnr":
         if schedule is None:
             raise ValueError("logsnr spacing needs the noise schedule")
-        lam = torch.linspace(schedule.logsnr_max, schedule.logsnr_min, steps + 1)
-        t = schedule.t_from_logsnr(lam)
+        lo, hi = schedule.logsnr_range()
+        t = schedule.t_from_logsnr(torch.linspace(hi, lo, steps + 1))
         t[0], t[-1] = 0.0, 1.0
         return t
     raise ValueError(f"unknown level spacing {spacing!r}; choose 'uniform' or 'logsnr'")

@@ -178,7 +178,7 @@ class ForecasterConfig:
         # autoregressive: one new token per window (the causal model never needs the pure-noise
         # tokens after the one being denoised, so the window is cut there: half the compute)
         return SamplingConfig(
-            schedule=self.schedule, steps=self.steps, eta=self.eta, stabilization_level=stab,
+            scheduling=self.schedule, steps=self.steps, eta=self.eta, stabilization_level=stab,
             uncertainty_scale=self.uncertainty_scale, history_len=self.context_length,
             chunk_size=1 if self.schedule == "autoregressive" else None,
         )

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from dforce.model import DiffusionForcing
-from dforce.sampling.rollout import CONDITIONING, SamplingConfig
+from dforce.sampling.rollout import SamplingConfig
 
 
 @torch.no_grad()
@@ -40,8 +40,8 @@ def forecast_rollout(
 
     ``cond`` [B, C + horizon, Cc] gives every frame's covariates. Returns [B, horizon, D].
     """
-    if conditioning not in CONDITIONING:
-        raise ValueError(f"unknown conditioning {conditioning!r}; choose one of {list(CONDITIONING)}")
+    if conditioning not in ("clean", "replacement"):
+        raise ValueError(f"unknown conditioning {conditioning!r}; choose 'clean' or 'replacement'")
     if model.frame_stack != 1:
         raise ValueError("forecast_rollout expects frame_stack=1")
     b, c = context.shape[:2]
@@ -49,6 +49,8 @@ def forecast_rollout(
         context_mask = torch.isfinite(context).flatten(2).all(-1)
     if cond is not None and cond.shape[:2] != (b, c + horizon):
         raise ValueError(f"cond must have shape [B, C + horizon, Cc] = [{b}, {c + horizon}, Cc], got {tuple(cond.shape)}")
-    config = replace(config or SamplingConfig(), conditioning=conditioning)
+    config = config or SamplingConfig()
+    if conditioning == "replacement":
+        config = replace(config, history="replacement")
     return model.sample(context=context.float(), horizon=horizon, context_mask=context_mask, cond=cond, config=config,
                         generator=generator, precision=precision)

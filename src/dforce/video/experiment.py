@@ -140,12 +140,12 @@ def generate(model: DiffusionForcing, context: Tensor, horizon: int, rc: Rollout
                                    steps=rc.steps, eta=rc.eta, reconstruction_scale=rc.reconstruction_scale, cond=cond,
                                    seed=seed, precision=rc.precision)
     if rc.method == "tf":
-        return model.sample(context, horizon, cond=cond, steps=rc.steps, eta=rc.eta, schedule="full_sequence", chunk_size=1,
+        return model.sample(context, horizon, cond=cond, steps=rc.steps, eta=rc.eta, scheduling="full_sequence", chunk_size=1,
                             history_len=model.window - 1, stabilization_level=0.0, seed=seed, precision=rc.precision,
                             guidance=make_guidance(rc) if rc.cfg_scale != 1.0 else None)
     if rc.method != "df":
         raise ValueError(f"unknown method {rc.method!r}; choose one of {sorted(METHODS)}")
-    return model.sample(context, horizon, cond=cond, steps=rc.steps, eta=rc.eta, schedule="full_sequence",
+    return model.sample(context, horizon, cond=cond, steps=rc.steps, eta=rc.eta, scheduling="full_sequence",
                         chunk_size=rc.chunk_size, history_len=rc.history_len, stabilization_level=rc.stabilization_level,
                         guidance=make_guidance(rc), seed=seed, precision=rc.precision)
 

@@ -4,7 +4,7 @@
   in the rest in one window with :func:`dforce.sampling.sample_window` (needs a bidirectional model).
 - :func:`replacement_rollout` is how a *full-sequence* diffusion model is conditioned on history:
   the known frames are noised afresh to the generated frames' level at every step
-  (``known_noise='fresh'``), optionally with reconstruction guidance; sliding windows extend it
+  (``history='replacement'``), optionally with reconstruction guidance; sliding windows extend it
   past its training length like :func:`dforce.sampling.rollout`.
 """
 
@@ -30,7 +30,7 @@ def interpolate(
     *,
     steps: int = 50,
     eta: float = 0.0,
-    schedule: str | Tensor = "full_sequence",
+    scheduling: str | Tensor = "full_sequence",
     known_level: float = 0.0,
     guidance: Optional[Guidance] = None,
     cond: Optional[Tensor] = None,
@@ -80,14 +80,14 @@ def interpolate(
             cond = torch.cat([cond, cond.new_zeros(b, pad, *cond.shape[2:])], 1)
     elif cond is not None:
         cond = stack_frames(cond.to(device), k)
-    matrix = scheduling_matrix(schedule, model.window, steps)
+    matrix = scheduling_matrix(scheduling, model.window, steps)
     grid = level_grid(steps, model.noise_schedule).to(device)
     lv = grid[matrix.to(device)][None].repeat(b, 1, 1)
     lv = torch.where(kt[:, None, :], torch.full_like(lv, known_level), lv)
     x = torch.randn(tokens.shape, generator=generator, device=device)
     out = sample_window(
         model.denoiser(precision), x, lv, schedule=model.noise_schedule, eta=eta, guidance=guidance, cond=cond,
-        known_mask=kt, known_values=tokens, known_noise="fixed" if known_level > 0 else "relabel", generator=generator,
+        known_mask=kt, known_values=tokens, history="noise" if known_level > 0 else "relabel", generator=generator,
     )
     return unstack_frames(out[:, :w], k)
 
@@ -118,8 +118,8 @@ def replacement_rollout(
     guidance = ReconstructionGuidance(reconstruction_scale) if reconstruction_scale > 0 else None
     return model.sample(
         context=context, horizon=horizon, cond=cond, guidance=guidance, seed=seed, generator=generator, precision=precision,
-        schedule="full_sequence", steps=steps, eta=eta, chunk_size=chunk_size, history_len=history_len,
-        conditioning="replacement",
+        scheduling="full_sequence", steps=steps, eta=eta, chunk_size=chunk_size, history_len=history_len,
+        history="replacement",
     )
 
 

@@ -3,39 +3,7 @@ import math
 import pytest
 import torch
 
-from dforce.diffusion import loss_weight, stack_frames, training_noise_levels, unstack_frames
-from dforce.diffusion.weighting import fused_snr
-
-
-def test_min_snr_closed_form():
-    lam = torch.tensor([-4.0, 0.0, math.log(5.0), 4.0])
-    snr = lam.exp()
-    assert torch.allclose(loss_weight("min_snr", lam), torch.minimum(snr, torch.tensor(5.0)) / snr)
-
-
-def test_sigmoid_weighting():
-    lam = torch.tensor([-3.0, -1.0, 2.0])
-    assert torch.allclose(loss_weight("sigmoid", lam), torch.sigmoid(-1.0 - lam))
-
-
-def test_fused_snr_recurrence():
-    lam = torch.tensor([[3.0, -2.0, 0.5, -10.0]])
-    d = 0.8
-    n = (lam.exp().clamp(max=5) / 5)[0]
-    cum, expect = 0.0, []
-    for i in range(4):
-        cum_prev = cum
-        fused = 1 - (1 - d * cum_prev) * (1 - n[i])
-        expect.append(5 * fused / lam[0, i].exp())
-        cum = d * cum + (1 - d) * n[i]
-    assert torch.allclose(fused_snr(lam, decay=d)[0], torch.stack(expect), rtol=1e-5)
-    # the first token has no history: the weight equals min-SNR
-    assert torch.allclose(fused_snr(lam, decay=d)[0, 0], loss_weight("min_snr", lam)[0, 0])
-
-
-def test_unknown_weighting():
-    with pytest.raises(ValueError, match="unknown loss weighting"):
-        loss_weight("snr", torch.zeros(3))
+from dforce.diffusion import stack_frames, training_noise_levels, unstack_frames
 
 
 def test_training_noise_levels_shapes_and_rules():
