@@ -127,6 +127,20 @@ def test_cfg_batches_conditions_and_combines():
     assert not torch.allclose(out, base)
 
 
+def test_cond_dropout_zeroes_whole_sequences_in_training_only():
+    from dforce.testing import SpyBackbone
+
+    model = DiffusionForcing(SpyBackbone(Transformer(dim=2, width=16, depth=1, heads=2, cond_dim=3)), window=4, cond_dropout=0.5)
+    x, cond = torch.randn(64, 4, 2), torch.randn(64, 4, 3) + 5.0
+    model.train().loss(x, cond=cond, generator=torch.Generator().manual_seed(0))
+    fed = model.backbone.calls[-1]["cond"]
+    dropped = (fed == 0).flatten(1).all(1)
+    kept = (fed == cond).flatten(1).all(1)
+    assert (dropped | kept).all() and 16 < int(dropped.sum()) < 48
+    model.eval().loss(x, cond=cond)
+    assert torch.equal(model.backbone.calls[-1]["cond"], cond)
+
+
 def test_small_model_learns_a_learnable_dataset():
     torch.manual_seed(0)
     # sine waves with random phase: predictable from history

@@ -5,7 +5,7 @@ import torch
 
 from dforce.diffusion import get_schedule
 from dforce.diffusion.schedules import expand_like
-from dforce.sampling import SamplingConfig, ddim_step, sample_window, scheduling_matrix, level_grid, plan_windows
+from dforce.sampling import ddim_step, level_grid, sample_window, scheduling_matrix
 
 MU, S0 = 1.5, 0.5
 
@@ -136,21 +136,3 @@ def test_sampler_rejects_rising_levels():
     lv = torch.tensor([[1.0, 1.0], [0.5, 0.8], [0.6, 0.0]])
     with pytest.raises(ValueError, match="non-increasing"):
         sample_window(lambda x, t, c: (x, x), torch.zeros(1, 2, 1), lv, schedule=sched)
-
-
-def test_plan_windows_cover_the_horizon():
-    for ctx, horizon, window, chunk, hist in [(8, 100, 16, None, None), (0, 37, 10, 3, 5), (3, 5, 8, None, None), (20, 10, 8, None, None)]:
-        plan = plan_windows(ctx, horizon, window, chunk, hist)
-        covered = ctx
-        for start, h, new in plan:
-            assert h + new <= window
-            assert start + h == covered  # history is the most recent known tokens
-            covered += new
-        assert covered == ctx + horizon
-
-
-def test_sampling_config_errors():
-    with pytest.raises(ValueError, match="unknown history 'blur'"):
-        SamplingConfig(history="blur").check()
-    with pytest.raises(ValueError, match="stabilization_level must lie"):
-        SamplingConfig(stabilization_level=1.0).check()

@@ -362,7 +362,8 @@ class Planner:
             reward = lambda x0, info: goal_reward(  # noqa: E731
                 x0, goal, weights, fs, d, mean=self.mean, std=self.std, squash=s.squash
             )
-            guidance = RewardGuidance(reward, s.guidance_scale, s.mc_samples if s.method == "df_mcg" else 1)
+            # x0 space: bounded at pure noise, where the planner's pyramid starts (scale tuned for it)
+            guidance = RewardGuidance(reward, s.guidance_scale, s.mc_samples if s.method == "df_mcg" else 1, space="x0")
 
         out = sample_window(
             self.model.denoiser(s.precision), x, lv, schedule=self.model.noise_schedule, eta=s.eta, guidance=guidance,

@@ -51,11 +51,11 @@ def test_reward_guidance_matches_the_closed_form_gradient():
     k = a * S0**2 / (a**2 * S0**2 + s**2)
     x0_plain, _ = den(x, t)
     x0_g, _ = RewardGuidance(reward, scale=3.0)(den, x, t, None, _info(sched, t))
-    torch.testing.assert_close(x0_g - x0_plain, (3.0 * s**2 * k * c).expand(1, 5, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x0_g - x0_plain, (3.0 * s**2 / a * k * c).expand(1, 5, 2), atol=1e-5, rtol=1e-5)  # eps space
     # Monte Carlo guidance: each re-noised draw x' = a x0_hat + s z adds d x0'/dx = k a k
     n = 4
     x0_mc, _ = MonteCarloGuidance(reward, scale=3.0, mc_samples=n)(den, x, t, None, _info(sched, t))
-    expected = 3.0 * s**2 * c * (k + (n - 1) * k * a * k) / n
+    expected = 3.0 * s**2 / a * c * (k + (n - 1) * k * a * k) / n
     torch.testing.assert_close(x0_mc - x0_plain, expected.expand(1, 5, 2), atol=1e-5, rtol=1e-5)
 
 
@@ -100,3 +100,46 @@ def test_goal_guided_sampling_moves_samples_to_the_goal():
     assert abs(plain.mean() - MU) < 0.15
     assert guided.mean() > plain.mean() + 1.0
     assert (guided - goal).abs().mean() < (plain - goal).abs().mean()
+
+
+def test_monte_carlo_draws_keep_known_tokens_and_renoise_the_rest():
+    sched = get_schedule("cosine")
+    base = gaussian_denoiser(sched)
+    seen = []
+
+    def den(x, t, cond=None):
+        seen.append(x.detach().clone())
+        return base(x, t, cond)
+
+    t = torch.full((1, 4), 0.6)
+    x = torch.randn(1, 4, 2)
+    known = torch.tensor([[True, True, False, False]])
+    MonteCarloGuidance(lambda x0, info: x0.sum((1, 2)), scale=1.0, mc_samples=3)(den, x, t, None, _info(sched, t, known))
+    draws = seen[1].reshape(2, 1, 4, 2)  # the two extra futures, batched in one call
+    assert len(seen) == 2 and all(torch.equal(d[:, :2], x[:, :2]) for d in draws)
+    assert not torch.equal(draws[0][:, 2:], draws[1][:, 2:]) and not torch.equal(draws[0][:, 2:], x[:, 2:])
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_eps_space_guidance_samples_the_exactly_tilted_gaussian(eta):
+    """x0 ~ N(0, 1) tilted by exp(R), R(x0) = x0, is N(1, 1): eps-space guidance at scale 1 is exact;
+    the x0-space form anneals the scale by alpha_t and under-shoots."""
+    global MU, S0
+    sched = get_schedule("cosine")
+    old = MU, S0
+    MU, S0 = 0.0, 1.0
+    try:
+        steps = 100
+        lv = level_grid(steps)[scheduling_matrix("full_sequence", 1, steps)]
+        means = {}
+        for space in ("eps", "x0"):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(20_000, 1, 1, generator=g)
+            guidance = RewardGuidance(lambda x0, info: x0.sum((1, 2)), scale=1.0, space=space)
+            out = sample_window(gaussian_denoiser(sched), x, lv, schedule=sched, guidance=guidance, eta=eta, generator=g)
+            means[space] = out.mean().item()
+            if space == "eps":
+                assert abs(out.std().item() - 1.0) < 0.05
+        assert abs(means["eps"] - 1.0) < 0.05 and means["x0"] < 0.8
+    finally:
+        MU, S0 = old
