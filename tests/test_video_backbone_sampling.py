@@ -29,6 +29,7 @@ def _perturbed(net, seed=0):
 def test_video_transformer_honours_the_contract(causal):
     rep = check_backbone(_net(causal=causal, cond_dim=5, width=32, depth=2, heads=2))
     assert rep["shapes"] and rep["per_token_noise"] and rep["cond"] and rep["token_shape"] == (1, 8, 8)
+    assert rep.get("cache", False) == causal  # the KV-cache contract, checked by check_backbone
     assert (rep["future_leak"] == 0) if causal else rep["future_leak"] > 0
 
 
@@ -106,3 +107,18 @@ def test_reconstruction_guidance_closed_form():
     assert torch.allclose(x0[:, 1:], expect.expand(b, 2, 2), atol=1e-5)
     assert torch.allclose(x0[:, :1], m, atol=1e-6)  # known tokens are not corrected
     assert torch.allclose(x[:, 1:], alpha * x0[:, 1:] + sigma * eps[:, 1:], atol=1e-5)  # consistent pair
+
+
+def test_video_window_cache_equals_uncached_rollout():
+    from dforce.testing import SpyBackbone, perturb_parameters
+
+    torch.manual_seed(0)
+    net = SpyBackbone(perturb_parameters(VideoTransformer(channels=1, image_size=8, patch_size=4, width=16, depth=2, heads=2)))
+    model = DiffusionForcing(net, window=4)
+    ctx = torch.randn(2, 2, 1, 8, 8)
+    kw = dict(steps=3, chunk_size=1, history_len=3, eta=1.0, seed=0)
+    ref = model.sample(ctx, 6, **kw)
+    uncached = net.tokens_evaluated()
+    net.calls.clear()
+    out = model.sample(ctx, 6, cache="window", **kw)
+    assert (out - ref).abs().max() < 1e-4 and net.tokens_evaluated() < uncached / 2

@@ -19,7 +19,7 @@ still denoising (see ``dforce.sampling.cached``). ``forward`` itself never touch
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -96,26 +96,10 @@ class Attention(nn.Module):
 
 
     def forward_cached(self, x: Tensor, cache: "KVCache", layer: int, commit: bool) -> Tensor:
-        """``x`` [B, n, D] attends to the ``L`` cached tokens and causally to itself.
-
-        Positions are relative to the cache start: cached tokens sit at ``0..L-1`` and the new
-        ones at ``L..L+n-1``. Keys are cached before the rotary embedding, so the cache may drop
-        its oldest tokens without the positions growing without bound.
-        """
+        """``x`` [B, n, D] attends to the tokens in ``cache`` and causally to itself (see :meth:`KVCache.attention`)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        past = cache.layer_length(layer)
-        cos, sin = cache.cos_sin(past, n, q.shape[-1], q.dtype, q.device)
-        q, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        k_all, v_all = cache.attend(layer, k_rot, v)
-        if n == 1:
-            out = F.scaled_dot_product_attention(q, k_all, v_all)
-        else:
-            mask = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
-            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
-        if commit:
-            cache.commit(layer, k)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return self.proj(cache.attention(layer, q, k, v, commit).transpose(1, 2).reshape(b, n, d))
 
 
 class KVCache:
@@ -128,10 +112,10 @@ class KVCache:
     unbounded rollouts. Tokens enter the cache only through ``forward_cached(..., commit=True)``.
     """
 
-    def __init__(self, depth: int, max_len: Optional[int] = None) -> None:
+    def __init__(self, depth: int, max_len: Optional[int] = None, apply: Callable = apply_rotary) -> None:
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1 (or None for an unbounded cache), got {max_len}")
-        self.depth, self.max_len = depth, max_len
+        self.depth, self.max_len, self.apply = depth, max_len, apply  # apply(x, cos, sin): the rotary pairing
         self.clear()
 
     def clear(self) -> None:
@@ -187,6 +171,23 @@ class KVCache:
         self._val[layer][:, :, past : past + n] = v
         return self._rot[layer][:, :, : past + n], self._val[layer][:, :, : past + n]
 
+    def attention(self, layer: int, q: Tensor, k: Tensor, v: Tensor, commit: bool) -> Tensor:
+        """New tokens' ``q, k, v`` [B, H, n, Dh] attend to the cached tokens and causally to themselves.
+
+        Positions are relative to the cache start: cached tokens sit at ``0..L-1`` and the new
+        ones at ``L..L+n-1``. Keys are kept before the rotary embedding too, so the cache may drop
+        its oldest tokens without the positions growing without bound. ``commit`` keeps the new
+        tokens. Returns [B, H, n, Dh].
+        """
+        n, past = q.shape[2], self._len[layer]
+        cos, sin = self.cos_sin(past, n, q.shape[-1], q.dtype, q.device)
+        k_all, v_all = self.attend(layer, self.apply(k, cos, sin), v)
+        mask = None if n == 1 else torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(past)
+        out = F.scaled_dot_product_attention(self.apply(q, cos, sin), k_all, v_all, attn_mask=mask)
+        if commit:
+            self.commit(layer, k)
+        return out
+
     def commit(self, layer: int, k: Tensor) -> None:
         """Keep the tokens last passed to :meth:`attend` (``k``: their keys before rotary)."""
         n, past = k.shape[2], self._len[layer]
@@ -206,7 +207,8 @@ class KVCache:
                 continue
             self._raw[i][:, :, :keep] = self._raw[i][:, :, n : n + keep].clone()
             self._val[i][:, :, :keep] = self._val[i][:, :, n : n + keep].clone()
-            self._rot[i][:, :, :keep] = rotary(self._raw[i][:, :, :keep], torch.arange(keep, device=self._raw[i].device))
+            cos, sin = rotary_cos_sin(torch.arange(keep, device=self._raw[i].device), self._raw[i].shape[-1], self._raw[i].dtype)
+            self._rot[i][:, :, :keep] = self.apply(self._raw[i][:, :, :keep], cos, sin)
             self._len[i] = keep
 
     def truncate(self, n: int) -> None:

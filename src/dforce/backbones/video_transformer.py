@@ -16,13 +16,13 @@ window) and an MLP. Frames never mix inside spatial attention, so a causal model
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dforce.backbones.transformer import NoiseLevelEmbedding, modulate
+from dforce.backbones.transformer import Attention, KVCache, NoiseLevelEmbedding, modulate
 
 
 def rope_tables(angles: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,23 +55,19 @@ def space_angles(gh: int, gw: int, dh: int, device) -> Tensor:
     return torch.cat([rows[:, None] * f, cols[:, None] * f], -1)
 
 
-class _Attention(nn.Module):
+class _Attention(Attention):
+    """Attention with rotary tables given per call (channel ``i`` paired with ``i + dh/2``)."""
+
     def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        if width % heads:
-            raise ValueError(f"width {width} must be divisible by heads {heads}")
+        super().__init__(width, heads)
         if (width // heads) % 4:
             raise ValueError(f"head size width/heads = {width // heads} must be a multiple of 4 (2-D rotary positions)")
-        self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], causal: bool) -> Tensor:
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         qk = apply_rope(qkv[:2], *rope)  # q and k rotated together
-        q, k, v = qk[0], qk[1], qkv[2]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        out = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], is_causal=causal)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -89,8 +85,9 @@ class SpaceTimeBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, h: Tensor, c: Tensor, space_rope, time_rope, causal: bool) -> Tensor:
-        # h [B, T, P, D]; c [B, T, D] -> modulation broadcast over the P patches of a frame
+    def forward(self, h: Tensor, c: Tensor, space_rope, temporal: Callable[[Tensor], Tensor]) -> Tensor:
+        """``h`` [B, T, P, D], ``c`` [B, T, D] (broadcast over the P patches of a frame); ``temporal``
+        runs the temporal attention on [B*P, T, D] (plain, or through a KV cache)."""
         b, t, p, d = h.shape
         mods = self.ada(c)[:, :, None].chunk(9, -1)
         sh, sc, g = mods[0:3]
@@ -98,7 +95,7 @@ class SpaceTimeBlock(nn.Module):
         h = h + g * self.spatial(y, space_rope, False).reshape(b, t, p, d)
         sh, sc, g = mods[3:6]
         y = modulate(self.norms[1](h), sh, sc).transpose(1, 2).reshape(b * p, t, d)
-        h = h + g * self.temporal(y, time_rope, causal).reshape(b, p, t, d).transpose(1, 2)
+        h = h + g * temporal(y).reshape(b, p, t, d).transpose(1, 2)
         sh, sc, g = mods[6:9]
         return h + g * self.mlp(modulate(self.norms[2](h), sh, sc))
 
@@ -173,27 +170,44 @@ class VideoTransformer(nn.Module):
         x = x.reshape(b, t, h // p, w // p, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(b, t, c, h, w)
 
-    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None, positions: Optional[Tensor] = None) -> Tensor:
+    def _check(self, x: Tensor, t: Tensor, cond: Optional[Tensor]) -> None:
         if x.dim() != 5 or tuple(x.shape[2:]) != self.token_shape:
             raise ValueError(f"expected frame tokens [B, T, {', '.join(map(str, self.token_shape))}], got {tuple(x.shape)}")
         if t.shape != x.shape[:2]:
             raise ValueError(f"noise levels must have shape [B, T] = {tuple(x.shape[:2])}, got {tuple(t.shape)}")
         if cond is not None and self.cond_dim and cond.shape[-1] != self.cond_dim:
             raise ValueError(f"cond must have {self.cond_dim} features per token, got shape {tuple(cond.shape)}")
-        b, n = x.shape[:2]
-        if positions is None:
-            positions = torch.arange(n, device=x.device)
-        elif positions.dim() == 2:  # per-sequence positions [B, T] -> one row per (sequence, patch)
-            positions = positions.repeat_interleave(self.grid[0] * self.grid[1], 0)
+
+    def _run(self, x: Tensor, t: Tensor, cond: Optional[Tensor], temporal: Callable[[int], Callable[[Tensor], Tensor]]) -> Tensor:
         dh = self.width // self.heads
         space_rope = rope_tables(space_angles(*self.grid, dh, x.device))
-        time_rope = rope_tables(time_angles(positions, dh))
         c = self.noise_embed(t, cond)  # [B, T, D]
         h = self.embed(self.patchify(x))
-        for block in self.blocks:
-            h = block(h, c, space_rope, time_rope, self.causal)
+        for i, block in enumerate(self.blocks):
+            h = block(h, c, space_rope, temporal(i))
         shift, scale = self.final_ada(c)[:, :, None].chunk(2, -1)
         return self.unpatchify(self.out(modulate(self.norm(h), shift, scale)))
+
+    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None, positions: Optional[Tensor] = None) -> Tensor:
+        self._check(x, t, cond)
+        if positions is None:
+            positions = torch.arange(x.shape[1], device=x.device)
+        elif positions.dim() == 2:  # per-sequence positions [B, T] -> one row per (sequence, patch)
+            positions = positions.repeat_interleave(self.grid[0] * self.grid[1], 0)
+        time_rope = rope_tables(time_angles(positions, self.width // self.heads))
+        return self._run(x, t, cond, lambda i: lambda y: self.blocks[i].temporal(y, time_rope, self.causal))
+
+    def new_cache(self, max_len: Optional[int] = None) -> KVCache:
+        """An empty cache of the temporal attention's keys/values (one row per sequence and patch)."""
+        return KVCache(len(self.blocks), max_len, apply=apply_rope)
+
+    def forward_cached(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None, *, cache: KVCache, commit: bool = False) -> Tensor:
+        """Run new frames ``x`` [B, n, C, H, W] after the frames in ``cache``: equals the last ``n``
+        outputs of ``forward`` on the cached frames followed by ``x``; ``commit`` keeps them."""
+        if not self.causal:
+            raise ValueError("forward_cached needs causal temporal attention (causal=True)")
+        self._check(x, t, cond)
+        return self._run(x, t, cond, lambda i: lambda y: self.blocks[i].temporal.forward_cached(y, cache, i, commit))
 
 
 __all__ = ["SpaceTimeBlock", "VideoTransformer"]
