@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,8 +28,20 @@ def machine() -> dict:
     }
 
 
+def provenance() -> dict:
+    """``git_sha`` of the code that ran (``-dirty`` with uncommitted changes) and the exact ``command``."""
+    root = Path(__file__).resolve().parent.parent
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    sha = git("rev-parse", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"):
+        sha += "-dirty"
+    return {"git_sha": sha, "command": shlex.join([os.path.relpath(sys.executable, root) if "venv" in sys.executable else "python", *sys.argv])}
+
+
 def write_results(name: str, data: dict, markdown: str) -> tuple[Path, Path]:
-    """Write ``results/NAME.json`` and ``results/NAME.md`` atomically."""
+    """Write ``results/NAME.json`` (with :func:`provenance`) and ``results/NAME.md`` atomically."""
+    data = {**data, **provenance()}
+    markdown = markdown.rstrip() + f"\n\nProduced by `{data['command']}` at commit `{data['git_sha']}`.\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = []
     for suffix, text in ((".json", json.dumps(data, indent=2)), (".md", markdown)):

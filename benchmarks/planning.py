@@ -169,6 +169,9 @@ def _fmt(m: dict) -> str:
 
 
 def write(results: dict, out_dir: str, name: str = "planning") -> None:
+    from common import provenance
+
+    results = {**results, **provenance()}
     path = os.path.join(out_dir, f"{name}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=2)

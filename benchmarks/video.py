@@ -134,7 +134,9 @@ def main(argv=None) -> int:
         "wall_seconds": total,
         "quick": a.quick,
     }
-    payload = {"meta": meta, "results": results}
+    from common import provenance
+
+    payload = {"meta": meta, "results": results, **provenance()}
     name = "video_quick" if a.quick else "video"
     _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
     _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))

@@ -5,7 +5,8 @@ import torch
 
 from dforce.diffusion import get_schedule
 from dforce.diffusion.schedules import expand_like
-from dforce.guidance.reward import MonteCarloGuidance, RewardGuidance, goal_reward, guided_prediction
+from dforce.guidance.reward import MonteCarloGuidance, RewardGuidance, guided_prediction
+from dforce.planning.planner import goal_reward
 from dforce.sampling import StepInfo, level_grid, sample_window, scheduling_matrix
 
 MU, S0 = 0.5, 1.0

@@ -198,11 +198,55 @@ class DiffusionForcing(nn.Module):
         return per_token.sum() / target_w.sum().clamp_min(1.0)
 
     # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, context: Optional[Tensor] = None, horizon: int = 1, **kwargs: Any) -> Tensor:
+        """Generate ``horizon`` frames after ``context`` [B, C, *frame_shape] -> [B, horizon, *frame_shape].
+
+        Keyword arguments:
+            batch_size: samples to draw without a context.
+            context_mask: [B, C] bool, observed context frames (missing ones may hold NaN; a token
+                with any missing frame is fed as pure noise, as in training).
+            cond: [B, C + horizon, ...] external conditions for every frame.
+            guidance: a guidance hook (``dforce.guidance``).
+            config: a :class:`SamplingConfig`; keyword arguments named after its fields override
+                it, e.g. ``scheduling="pyramid", steps=20, eta=1.0, stabilization_level=0.02``.
+            seed / generator: make the draw reproducible.
+            precision: ``fp32`` or ``bf16`` (the backbone under bf16 autocast).
+            cache: ``none``, ``window`` (KV cache, exact: the same numbers) or ``rolling`` (each
+                history token encoded once): see ``dforce.sampling.cached``.
+            progress: a progress bar.
+        """
+        return torch.stack(list(self.stream(context, horizon, **kwargs)), 1)
+
+    @torch.no_grad()
+    def stream(self, context: Optional[Tensor] = None, horizon: int = 1, **kwargs: Any) -> Iterator[Tensor]:
+        """:meth:`sample` frame by frame, same arguments and numbers: yields each frame
+        [B, *frame_shape] as soon as it is clean (with ``frame_stack`` k, the k frames of a token
+        together). Pyramid and autoregressive schedules deliver the first frame after its own
+        ``steps`` rows."""
+        denoise, rollout_kwargs = self._sampling_inputs(context, horizon, **kwargs)
+        for _, token in iter_rollout(denoise, **rollout_kwargs):
+            yield from unstack_frames(token[:, None], self.frame_stack).unbind(1)
+
     def _sampling_inputs(
-        self, context, horizon, context_mask, batch_size, cond, guidance, config, seed, generator, precision, cache, overrides
-    ) -> dict:
-        """The one input check of :meth:`sample` and :meth:`stream`: validated tokens and options for
-        :func:`dforce.sampling.iter_rollout`."""
+        self,
+        context: Optional[Tensor],
+        horizon: int,
+        *,
+        context_mask: Optional[Tensor] = None,
+        batch_size: Optional[int] = None,
+        cond: Optional[Tensor] = None,
+        guidance: Optional[Guidance] = None,
+        config: Optional[SamplingConfig] = None,
+        seed: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+        precision: str = "fp32",
+        cache: str = "none",
+        progress: bool = False,
+        **overrides: Any,
+    ) -> tuple[Denoiser, dict]:
+        """The one input check of :meth:`sample` and :meth:`stream`: the denoiser and the validated
+        arguments of :func:`dforce.sampling.iter_rollout`."""
         unknown = set(overrides) - {f.name for f in fields(SamplingConfig)}
         if unknown:
             raise TypeError(f"unknown sampling option(s) {sorted(unknown)}; see dforce.SamplingConfig")
@@ -239,73 +283,8 @@ class DiffusionForcing(nn.Module):
             raise ValueError("cache='rolling' encodes each history token once and takes no guidance; use cache='window'")
         if generator is None and seed is not None:
             generator = torch.Generator(device).manual_seed(seed)
-        return dict(
+        return self.denoiser(precision, cache), dict(
             token_shape=self.token_shape, horizon=horizon // k, window=self.window, schedule=self.noise_schedule,
             config=config, context=context, context_mask=context_mask, batch_size=batch_size, cond=cond,
-            guidance=guidance, causal=self.causal, generator=generator, device=device,
+            guidance=guidance, causal=self.causal, generator=generator, device=device, progress=progress,
         )
-
-    @torch.no_grad()
-    def stream(
-        self,
-        context: Optional[Tensor] = None,
-        horizon: int = 1,
-        *,
-        context_mask: Optional[Tensor] = None,
-        batch_size: Optional[int] = None,
-        cond: Optional[Tensor] = None,
-        guidance: Optional[Guidance] = None,
-        config: Optional[SamplingConfig] = None,
-        seed: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        precision: str = "fp32",
-        cache: str = "none",
-        progress: bool = False,
-        **overrides: Any,
-    ) -> Iterator[Tensor]:
-        """:meth:`sample` frame by frame: yields each of the ``horizon`` frames [B, *frame_shape] as
-        soon as it is clean (with ``frame_stack`` k, the k frames of a token together), with the
-        same numbers as :meth:`sample`. Pyramid and autoregressive schedules deliver the first
-        frame after its own ``steps`` rows."""
-        kwargs = self._sampling_inputs(
-            context, horizon, context_mask, batch_size, cond, guidance, config, seed, generator, precision, cache, overrides
-        )
-        denoise = self.denoiser(precision, cache)
-        for _, token in iter_rollout(denoise, progress=progress, **kwargs):
-            yield from unstack_frames(token[:, None], self.frame_stack).unbind(1)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        context: Optional[Tensor] = None,
-        horizon: int = 1,
-        *,
-        context_mask: Optional[Tensor] = None,
-        batch_size: Optional[int] = None,
-        cond: Optional[Tensor] = None,
-        guidance: Optional[Guidance] = None,
-        config: Optional[SamplingConfig] = None,
-        seed: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        precision: str = "fp32",
-        cache: str = "none",
-        progress: bool = False,
-        **overrides: Any,
-    ) -> Tensor:
-        """Generate ``horizon`` frames after ``context`` [B, C, *frame_shape] -> [B, horizon, *frame_shape].
-
-        Sampling options come from ``config`` (a :class:`SamplingConfig`) and keyword overrides of
-        its fields, e.g. ``scheduling="pyramid", steps=20, eta=1.0, stabilization_level=0.02``.
-        ``cond`` [B, C + horizon, ...] gives external conditions for every frame; ``context_mask``
-        [B, C] (bool) marks observed context frames (missing ones may hold NaN; a token with any
-        missing frame is fed as pure noise). Without a context give ``batch_size``. ``seed`` makes
-        the draw reproducible. ``precision='bf16'`` runs the backbone under bf16 autocast.
-        ``cache='window'`` (exact, same numbers) or ``'rolling'`` (each history token encoded once)
-        uses the backbone's KV cache: see ``dforce.sampling.cached``.
-        """
-        frames = list(self.stream(
-            context, horizon, context_mask=context_mask, batch_size=batch_size, cond=cond, guidance=guidance,
-            config=config, seed=seed, generator=generator, precision=precision, cache=cache, progress=progress,
-            **overrides,
-        ))
-        return torch.stack(frames, 1)

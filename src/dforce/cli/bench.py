@@ -19,5 +19,6 @@ def main(argv: list[str]) -> int:
         print(f"dforce bench: {script} not found; benchmarks run from a source checkout (git clone), not from a wheel", file=sys.stderr)
         return 2
     sys.argv = [str(script), *argv[1:]]
+    sys.path.insert(0, str(script.parent))  # as `python benchmarks/NAME.py` has it: benchmarks/common.py
     runpy.run_path(str(script), run_name="__main__")
     return 0

@@ -58,9 +58,6 @@ class NoiseSchedule:
         ends = self.logsnr(torch.tensor([1.0, 0.0]))
         return float(ends[0]), float(ends[1])
 
-    def snr(self, t: Tensor) -> Tensor:
-        return self.logsnr(t).exp()
-
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Draw ``x_t`` given ``x0`` [B, T, ...], levels ``t`` [B, T] and noise ``eps``."""
         alpha, sigma = self.alpha_sigma(t)

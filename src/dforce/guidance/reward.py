@@ -139,34 +139,3 @@ class MonteCarloGuidance(RewardGuidance):
         self, reward: Reward, scale: float = 1.0, mc_samples: int = 4, grad_clip: Optional[float] = None, space: str = "eps"
     ) -> None:
         super().__init__(reward, scale, mc_samples, grad_clip, space)
-
-
-def goal_reward(
-    x0_hat: Tensor,
-    goal: Tensor,
-    weights: Tensor,
-    frame_stack: int,
-    frame_dim: int,
-    position: slice = slice(0, 2),
-    mean: Optional[Tensor] = None,
-    std: Optional[Tensor] = None,
-    squash: Optional[float] = None,
-) -> Tensor:
-    """Reach-the-goal-at-any-horizon reward: ``-sum_f w_f d(p_f, goal)`` over the frames of a window.
-
-    Args:
-        x0_hat: tokens [B, W, frame_stack * frame_dim] (normalized features).
-        goal: [B, 2] in world units; ``mean`` / ``std`` [frame_dim] undo the normalization.
-        weights: [B, W * frame_stack] frame weights (0 for the start token, padding and known tokens).
-        squash: if set, ``d = squash * tanh(dist / squash)`` (bounded pull from far away).
-    Returns: [B].
-    """
-    b, w = x0_hat.shape[:2]
-    frames = x0_hat.float().reshape(b, w * frame_stack, frame_dim)
-    if mean is not None:
-        frames = frames * std.to(frames) + mean.to(frames)
-    p = frames[..., position]
-    dist = ((p - goal[:, None, :].to(p)) ** 2).sum(-1).add(1e-6).sqrt()
-    if squash is not None:
-        dist = squash * torch.tanh(dist / squash)
-    return -(dist * weights.to(dist)).sum(-1)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from dforce.backbones import build_backbone
-from dforce.guidance.reward import RewardGuidance, goal_reward
+from dforce.guidance.reward import RewardGuidance
 from dforce.model import DiffusionForcing
 from dforce.planning.data import STATE_KINDS, PlanningWindows, normalizer, state_features
 from dforce.planning.env import maze_spec
@@ -41,6 +41,37 @@ from dforce.sampling.sampler import sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
 
 METHODS = ("df_mcg", "df", "full_sequence")
+
+
+def goal_reward(
+    x0_hat: Tensor,
+    goal: Tensor,
+    weights: Tensor,
+    frame_stack: int,
+    frame_dim: int,
+    position: slice = slice(0, 2),
+    mean: Optional[Tensor] = None,
+    std: Optional[Tensor] = None,
+    squash: Optional[float] = None,
+) -> Tensor:
+    """Reach-the-goal-at-any-horizon reward: ``-sum_f w_f d(p_f, goal)`` over the frames of a window.
+
+    Args:
+        x0_hat: tokens [B, W, frame_stack * frame_dim] (normalized features).
+        goal: [B, 2] in world units; ``mean`` / ``std`` [frame_dim] undo the normalization.
+        weights: [B, W * frame_stack] frame weights (0 for the start token, padding and known tokens).
+        squash: if set, ``d = squash * tanh(dist / squash)`` (bounded pull from far away).
+    Returns: [B].
+    """
+    b, w = x0_hat.shape[:2]
+    frames = x0_hat.float().reshape(b, w * frame_stack, frame_dim)
+    if mean is not None:
+        frames = frames * std.to(frames) + mean.to(frames)
+    p = frames[..., position]
+    dist = ((p - goal[:, None, :].to(p)) ** 2).sum(-1).add(1e-6).sqrt()
+    if squash is not None:
+        dist = squash * torch.tanh(dist / squash)
+    return -(dist * weights.to(dist)).sum(-1)
 
 
 @dataclass

@@ -119,11 +119,6 @@ def plan_windows(context_len: int, horizon: int, window: int, chunk_size: Option
     return out
 
 
-def rollout(denoise: Denoiser, **kwargs: Any) -> Tensor:
-    """:func:`iter_rollout` collected: the new tokens [B, horizon, *token_shape] (same arguments)."""
-    return torch.stack([tok for _, tok in iter_rollout(denoise, **kwargs)], 1)
-
-
 def iter_rollout(
     denoise: Denoiser,
     *,
