@@ -21,10 +21,12 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import torch
 
+from dforce.sampling import SamplingConfig
 from dforce.video import metrics as M
 from dforce.video.data import SpriteConfig, fixed_split
 from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, train_video_model
@@ -94,13 +96,13 @@ def main(argv=None) -> int:
 
             export_model(models[method], os.path.join(a.ckpt_dir, method), extra={"sprites": sprites.to_dict(), "method": method})
 
-    common = dict(steps=a.sample_steps, chunk_size=a.context, history_len=a.context)
+    common = dict(sampling=SamplingConfig(scheduling="full_sequence", steps=a.sample_steps, chunk_size=a.context, history_len=a.context))
     runs = {
         "DF": ("df", RolloutConfig("df", **common)),
         "DF + vanilla HG": ("df", RolloutConfig("df", guidance="vanilla", guidance_scale=a.guidance_scale, **common)),
         "DF + fractional HG": ("df", RolloutConfig("df", guidance="fractional", guidance_scale=a.guidance_scale,
                                                    fractional_level=a.fractional_level, **common)),
-        "DF, no stabilization": ("df", RolloutConfig("df", stabilization_level=0.0, **common)),
+        "DF, no stabilization": ("df", RolloutConfig("df", sampling=replace(common["sampling"], stabilization_level=0.0))),
         "teacher forcing": ("tf", RolloutConfig("tf", **common)),
         "full-sequence (replacement)": ("fs", RolloutConfig("fs", **common)),
     }

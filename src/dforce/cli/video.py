@@ -12,6 +12,7 @@ Every option is listed by ``dforce rollout SUBCOMMAND --help``; ``--config FILE.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import os
 import sys
 from typing import Optional
@@ -20,6 +21,7 @@ import torch
 
 from dforce.cli.common import parser
 from dforce.video.data import SpriteConfig
+from dforce.sampling import SamplingConfig
 from dforce.video.experiment import RolloutConfig
 
 USAGE = "usage: dforce rollout {train,generate,eval} [options]   (dforce rollout SUBCOMMAND --help)"
@@ -101,7 +103,8 @@ def _setup(a):
     torch.set_num_threads(a.threads)
     model, sprites, method = _load(a.checkpoint)
     clips = fixed_split(sprites, a.split, a.num, a.context + a.horizon, seed=a.seed)
-    rc = RolloutConfig(method=method, **{k: v for k, v in vars(a.rollout).items()})
+    opts = vars(a.rollout)
+    rc = RolloutConfig(method=method, **{**opts, "sampling": SamplingConfig(**vars(opts["sampling"]))})
     return model, sprites, clips, rc
 
 
@@ -128,7 +131,7 @@ def _generate(argv: list[str]) -> int:
         for i in a.keyframes.split(","):
             known[int(i)] = True
         truth = x[:, :n]
-        pred = interpolate(model, truth, known, steps=rc.steps, eta=rc.eta, cond=None if cond is None else cond[:, :n],
+        pred = interpolate(model, truth, known, steps=rc.sampling.steps, eta=rc.sampling.eta, cond=None if cond is None else cond[:, :n],
                            seed=a.seed, precision=rc.precision)
     else:
         truth = x[:, a.context :]
@@ -158,7 +161,7 @@ def _eval(argv: list[str]) -> int:
     segment = a.segment or model.window * model.frame_stack
     reference = fixed_split(sprites, "val", 64, segment, seed=a.seed)["x"]  # as in benchmarks/video.py
     res = score(pred, truth, reference, segment, sprite_counts(truth))
-    res["config"] = {k: v for k, v in vars(rc).items() if k != "extra"}
+    res["config"] = {k: v for k, v in asdict(rc).items() if k != "extra"}
     text = json.dumps(res, indent=1)
     if a.out:
         tmp = a.out + ".tmp"

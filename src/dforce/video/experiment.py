@@ -12,7 +12,7 @@ Three training methods on the same backbone (:class:`~dforce.backbones.VideoTran
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -21,6 +21,7 @@ from torch import Tensor
 from dforce.backbones.video_transformer import VideoTransformer
 from dforce.guidance.history import HistoryGuidance
 from dforce.model import DiffusionForcing
+from dforce.sampling import SamplingConfig
 from dforce.video import metrics as M
 from dforce.video.data import SpriteConfig, SpriteStream
 from dforce.video.sampling import replacement_rollout
@@ -75,39 +76,37 @@ def train_video_model(model: DiffusionForcing, sprites: SpriteConfig, steps: int
     return train(model, data, cfg)
 
 
+def _video_sampling() -> SamplingConfig:
+    return SamplingConfig(scheduling="full_sequence", steps=20, chunk_size=4, history_len=4)
+
+
 @dataclass
 class RolloutConfig:
-    """How a rollout is sampled.
+    """How a rollout is sampled: the core's sampling options plus the video-specific choices.
 
     Attributes:
         method: how the model was trained (``df``, ``tf``, ``fs``): picks the rollout procedure.
-        steps: sampling steps per token.
-        chunk_size: new frames per window (``tf`` always generates one frame at a time).
-        history_len: history frames kept per window.
-        stabilization_level: level of generated history (``df``); ``tf`` uses clean history (0).
+        sampling: the core's :class:`~dforce.SamplingConfig` (default: full-sequence windows of 4
+            new frames after 4 history frames, 20 steps); ``tf`` generates one frame at a time
+            after clean history, ``fs`` conditions by replacement.
         guidance: history guidance for ``df``: ``none``, ``vanilla``, ``fractional``, ``temporal``.
         guidance_scale: history guidance scale ``w`` (1 = plain conditional sampling).
         fractional_level: noise level ``k_f`` of the history in fractional history guidance.
         stabilized: history guidance noises only generated history, never the observed context.
         reconstruction_scale: reconstruction guidance for ``fs`` (0 = plain replacement).
         cfg_scale: classifier-free guidance on actions (1 = none).
-        eta: 0 = DDIM, 1 = ancestral.
         precision: ``fp32`` or ``bf16`` (autocast of the network).
         extra: free-form notes kept with the config.
     """
 
     method: str = "df"
-    steps: int = 20
-    chunk_size: int = 4
-    history_len: int = 4
-    stabilization_level: float = 0.02
+    sampling: SamplingConfig = field(default_factory=_video_sampling)
     guidance: str = "none"
     guidance_scale: float = 2.0
     fractional_level: float = 0.5
     stabilized: bool = False
     reconstruction_scale: float = 0.0
     cfg_scale: float = 1.0
-    eta: float = 0.0
     precision: str = "fp32"
     extra: dict = field(default_factory=dict)
 
@@ -127,7 +126,7 @@ def make_guidance(rc: RolloutConfig):
         return HistoryGuidance.fractional(rc.guidance_scale, rc.fractional_level, stabilized=rc.stabilized)
     if rc.guidance == "temporal":  # the most recent frame and the whole history, half the weight each
         w = rc.guidance_scale / 2
-        return HistoryGuidance.temporal([w, w], [[-1], list(range(rc.history_len))], stabilized=rc.stabilized)
+        return HistoryGuidance.temporal([w, w], [[-1], list(range(rc.sampling.history_len or 1))], stabilized=rc.stabilized)
     return None
 
 
@@ -135,19 +134,17 @@ def generate(model: DiffusionForcing, context: Tensor, horizon: int, rc: Rollout
              seed: int = 0) -> Tensor:
     """Roll ``model`` out ``horizon`` frames after ``context`` [B, C, 1, H, W] the way ``rc.method`` prescribes."""
     model.eval()
+    s = rc.sampling
     if rc.method == "fs":
-        return replacement_rollout(model, context, horizon, chunk_size=rc.chunk_size, history_len=rc.history_len,
-                                   steps=rc.steps, eta=rc.eta, reconstruction_scale=rc.reconstruction_scale, cond=cond,
+        return replacement_rollout(model, context, horizon, config=s, reconstruction_scale=rc.reconstruction_scale, cond=cond,
                                    seed=seed, precision=rc.precision)
-    if rc.method == "tf":
-        return model.sample(context, horizon, cond=cond, steps=rc.steps, eta=rc.eta, scheduling="full_sequence", chunk_size=1,
-                            history_len=model.window - 1, stabilization_level=0.0, seed=seed, precision=rc.precision,
+    if rc.method == "tf":  # next-frame diffusion after clean history, as it was trained
+        s = replace(s, chunk_size=1, history_len=model.window - 1, stabilization_level=0.0)
+        return model.sample(context, horizon, cond=cond, config=s, seed=seed, precision=rc.precision,
                             guidance=make_guidance(rc) if rc.cfg_scale != 1.0 else None)
     if rc.method != "df":
         raise ValueError(f"unknown method {rc.method!r}; choose one of {sorted(METHODS)}")
-    return model.sample(context, horizon, cond=cond, steps=rc.steps, eta=rc.eta, scheduling="full_sequence",
-                        chunk_size=rc.chunk_size, history_len=rc.history_len, stabilization_level=rc.stabilization_level,
-                        guidance=make_guidance(rc), seed=seed, precision=rc.precision)
+    return model.sample(context, horizon, cond=cond, config=s, guidance=make_guidance(rc), seed=seed, precision=rc.precision)
 
 
 def score(pred: Tensor, truth: Tensor, reference: Tensor, segment: int, true_counts: Optional[Tensor] = None) -> dict:

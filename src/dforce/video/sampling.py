@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor
 from dforce.diffusion.noise_levels import stack_frames, unstack_frames
 from dforce.guidance.reconstruction import ReconstructionGuidance
 from dforce.model import DiffusionForcing
+from dforce.sampling import SamplingConfig
 from dforce.sampling.sampler import Guidance, sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
 
@@ -92,35 +94,26 @@ def interpolate(
     return unstack_frames(out[:, :w], k)
 
 
-@torch.no_grad()
 def replacement_rollout(
     model: DiffusionForcing,
     context: Tensor,
     horizon: int,
     *,
-    chunk_size: Optional[int] = None,
-    history_len: Optional[int] = None,
-    steps: int = 50,
-    eta: float = 0.0,
+    config: Optional[SamplingConfig] = None,
     reconstruction_scale: float = 0.0,
-    cond: Optional[Tensor] = None,
-    seed: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-    precision: str = "fp32",
+    **kwargs,
 ) -> Tensor:
     """Roll a full-sequence model out by replacement: ``horizon`` frames after ``context`` [B, C, ...].
 
-    Every window holds ``history_len`` known tokens (default: the context length) and ``chunk_size``
-    new ones (default: the rest of the window). At each step the known tokens are noised afresh to
-    the level of the generated tokens, the way a full-sequence model was trained to see them.
-    ``reconstruction_scale > 0`` adds reconstruction guidance. Returns frames [B, horizon, ...].
+    ``model.sample`` with full-sequence windows and ``history='replacement'``: at each step the
+    known tokens are noised afresh to the level of the generated tokens, the way a full-sequence
+    model was trained to see them. ``reconstruction_scale > 0`` adds reconstruction guidance.
+    ``config`` gives the other sampling options (chunk size, history length, steps, eta); ``kwargs``
+    go to ``model.sample`` (``cond``, ``seed``, ``precision``, ...). Returns frames [B, horizon, ...].
     """
+    config = replace(config or SamplingConfig(), scheduling="full_sequence", history="replacement")
     guidance = ReconstructionGuidance(reconstruction_scale) if reconstruction_scale > 0 else None
-    return model.sample(
-        context=context, horizon=horizon, cond=cond, guidance=guidance, seed=seed, generator=generator, precision=precision,
-        scheduling="full_sequence", steps=steps, eta=eta, chunk_size=chunk_size, history_len=history_len,
-        history="replacement",
-    )
+    return model.sample(context, horizon, config=config, guidance=guidance, **kwargs)
 
 
 __all__ = ["interpolate", "replacement_rollout"]
