@@ -26,7 +26,7 @@ def _info(b=2, w=6, hist=3, generated=None):
     known = torch.zeros(b, w, dtype=torch.bool)
     known[:, :hist] = True
     gen = torch.zeros_like(known) if generated is None else generated
-    return StepInfo(0, get_schedule("cosine"), torch.full((b, w), 0.5), torch.zeros(b, w), known, torch.randn(b, w, 1, 4, 4), gen, torch.Generator().manual_seed(0))
+    return StepInfo(0, get_schedule("cosine"), torch.full((b, w), 0.5), ~known, known, torch.randn(b, w, 1, 4, 4), gen, torch.Generator().manual_seed(0))
 
 
 def _t(b=2, w=6, hist=3, hist_level=0.0, level=0.6):

@@ -25,7 +25,8 @@ def gaussian_denoiser(schedule):
 
 
 def _info(schedule, t, known=None):
-    return StepInfo(0, schedule, t, torch.zeros_like(t), known_mask=known, generator=torch.Generator().manual_seed(0))
+    moving = torch.ones_like(t, dtype=torch.bool) if known is None else ~known
+    return StepInfo(0, schedule, t, moving, known_mask=known, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("space", ["x0", "eps"])

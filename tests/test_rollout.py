@@ -61,7 +61,8 @@ def test_each_window_walks_its_scheduling_matrix(scheduling, u):
     m = level_grid(steps)[scheduling_matrix(scheduling, chunk, steps, **kwargs)]
     changed = (m[1:] < m[:-1]).any(1)  # rows where some token moves: one network call each
     first_window = [c["t"][0] for c in model.backbone.calls if c["x"].shape[1] == chunk]
-    assert torch.equal(torch.stack(first_window), m[:-1][changed])
+    expected = m[:-1][changed]
+    assert torch.equal(torch.stack(first_window), torch.where(expected == 0, 0.02, expected))  # finished: stabilized
 
 
 def test_level_spacing_logsnr_feeds_the_schedule_grid():
@@ -124,3 +125,18 @@ def test_plan_windows_cover_the_horizon():
 def test_sampling_config_errors_name_the_option(field, value, message):
     with pytest.raises(ValueError, match=message):
         SamplingConfig(**{field: value}).check()
+
+
+def test_tokens_finished_inside_a_window_are_fed_at_the_stabilization_level():
+    """The first tokens of an autoregressive window are generated history for the later ones."""
+    model = spy_model()
+    out = model.sample(batch_size=1, horizon=3, steps=2, history_len=0, stabilization_level=0.25, seed=0)
+    calls = model.backbone.calls  # one window of 3 tokens, autoregressive: rows 0-1 token 0, 2-3 token 1, ...
+    assert [c["t"][0].tolist() for c in calls[2:4]] == [[0.25, 1.0, 1.0], [0.25, 0.5, 1.0]]
+    a, s = model.noise_schedule.alpha_sigma(torch.tensor(0.25))
+    fed = calls[3]["x"][0, 0]
+    assert not torch.equal(fed, out[0, 0]) and ((fed - a * out[0, 0]) / s).abs().max() < 5
+    assert torch.equal(calls[2]["x"][0, 0], fed)  # one noise draw per window
+    model.backbone.calls.clear()
+    model.sample(batch_size=1, horizon=3, steps=2, history_len=0, stabilization_level=0.0, seed=0)
+    assert model.backbone.calls[3]["t"][0].tolist() == [0.0, 0.5, 1.0]

@@ -98,7 +98,7 @@ def test_reconstruction_guidance_closed_form():
     known = torch.tensor([[True, False, False]])
     values = torch.randn(b, w, 2)
     sch = get_schedule("cosine")
-    info = StepInfo(0, sch, t, t * 0, known, values, None, None)
+    info = StepInfo(0, sch, t, ~known, known, values, None, None)
     x0, eps = ReconstructionGuidance(2.0)(denoise, x, t, None, info)
     m = x.mean(1, keepdim=True)
     grad = -2 * (values[:, :1] - m) / w  # d/dx_j of ||v_0 - mean(x)||^2, same for every j

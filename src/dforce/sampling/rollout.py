@@ -203,7 +203,8 @@ def iter_rollout(
         for r, x in iter_sample_window(
             denoise, x, lv, schedule=schedule, eta=config.eta, guidance=guidance, cond=wcond,
             known_mask=known if hist else None, known_values=known_values, history=config.history,
-            generated_mask=gen_mask, generator=generator, clip_x0=config.clip_x0, start=start,
+            generated_mask=gen_mask, generator=generator,
+            finished_level=0.0 if config.history == "replacement" else config.stabilization_level, clip_x0=config.clip_x0, start=start,
             progress=progress and len(windows) == 1,
         ):
             done = final[r]

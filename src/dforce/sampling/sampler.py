@@ -14,7 +14,10 @@ whole window (one or more network calls) and moves each token whose level drops 
 Tokens whose level does not drop are left bit-identical.
 
 *Known* tokens (history, keyframes) are never stepped. At each row they are fed at their level
-in ``levels``; ``history`` says with which value:
+in ``levels``; tokens that became clean earlier in the same window (the first tokens of an
+autoregressive or pyramid matrix) are generated history too and are fed at ``finished_level``
+(the stabilization level), as the reference implementation relabels every finished token.
+``history`` says with which value such tokens are fed:
 
 - ``noise``: the clean value noised to that level with one draw per window (consistent with
   training, where a token at level t is always a noisy token);
@@ -56,29 +59,24 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 class StepInfo:
     """What a guidance object (or a stateful denoiser) may use at one row transition.
 
-    ``t`` / ``next_t`` [B, W] are the levels now and after this step; ``known_mask`` [B, W] marks
-    history / conditioning tokens, ``known_values`` [B, W, ...] holds their clean values,
-    ``generated_mask`` [B, W] marks known tokens the model generated itself (for stabilized
-    guidance). ``start`` is the window's first token in the whole rollout and ``history`` the
-    number of leading tokens of the window that are history (for KV caches).
+    ``t`` [B, W] are the levels the network is fed this step, ``moving`` [B, W] the tokens the
+    step moves; ``known_mask`` [B, W] marks history / conditioning tokens, ``known_values``
+    [B, W, ...] holds their clean values, ``generated_mask`` [B, W] marks known tokens the model
+    generated itself (for stabilized guidance). ``start`` is the window's first token in the whole
+    rollout and ``history`` the number of leading tokens of the window that are history (for KV
+    caches).
     """
 
     row: int
     schedule: NoiseSchedule
     t: Tensor
-    next_t: Tensor
+    moving: Tensor
     known_mask: Optional[Tensor] = None
     known_values: Optional[Tensor] = None
     generated_mask: Optional[Tensor] = None
     generator: Optional[torch.Generator] = None
     start: int = 0
     history: int = 0
-
-    @property
-    def moving(self) -> Tensor:
-        """[B, W] bool: tokens this step moves (their level drops and they are not known)."""
-        moving = self.next_t < self.t
-        return moving if self.known_mask is None else moving & ~self.known_mask
 
 
 class Guidance(Protocol):
@@ -145,6 +143,7 @@ def iter_sample_window(
     known_values: Optional[Tensor] = None,
     history: str = "noise",
     generated_mask: Optional[Tensor] = None,
+    finished_level: float = 0.0,
     generator: Optional[torch.Generator] = None,
     clip_x0: Optional[float] = None,
     start: int = 0,
@@ -160,11 +159,13 @@ def iter_sample_window(
         known_values: [B, W, ...] clean values for the known tokens (others ignored).
         history: how known tokens are fed: ``noise``, ``relabel`` or ``replacement`` (module doc).
         generated_mask: [B, W] bool, known tokens that were generated (for guidance).
+        finished_level: level at which tokens that became clean in this window are fed while
+            later tokens are still denoised (0: fed clean).
         clip_x0: clamp ``x0_hat`` to ``[-clip_x0, clip_x0]`` (``eps_hat`` follows).
         start: the window's first token in a longer rollout (told to stateful denoisers).
 
     Tokens whose level has reached 0 are final from then on (streaming reads them early); the
-    last yield holds the finished window with known tokens restored to their clean values.
+    last yield holds the finished window with the known tokens' clean values.
     """
     if history not in HISTORY:
         raise ValueError(f"unknown history {history!r}; choose one of {list(HISTORY)}")
@@ -178,18 +179,13 @@ def iter_sample_window(
         raise ValueError("noise levels must be non-increasing down each column of the level matrix")
     guidance = guidance or conditional
     begin_step = getattr(denoise, "begin_step", None)
-    n_hist, fixed_eps = 0, None
-    if known_mask is not None:
-        if known_values is None:
-            raise ValueError("known_mask needs known_values")
-        known_mask = known_mask.to(x.device).bool()
-        if known_mask.dim() == 1:
-            known_mask = known_mask[None].expand(b, w)
-        kmask = expand_like(known_mask, x)
-        prefix = known_mask.all(0).long().cumprod(0)
-        n_hist = int(prefix.sum())
-        if history == "noise":
-            fixed_eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    known = torch.zeros(b, w, dtype=torch.bool, device=x.device) if known_mask is None else known_mask.to(x.device).bool()
+    if known.dim() == 1:
+        known = known[None].expand(b, w)
+    if known_mask is not None and known_values is None:
+        raise ValueError("known_mask needs known_values")
+    n_hist = int(known.all(0).long().cumprod(0).sum())  # leading tokens known in every batch row
+    fixed_eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if history == "noise" else None
     rows = levels.shape[1]
     iterator = range(rows - 1)
     if progress:
@@ -198,24 +194,27 @@ def iter_sample_window(
         iterator = tqdm(iterator, desc="denoising", leave=False)
     for r in iterator:
         t, s = levels[:, r], levels[:, r + 1]
-        if known_mask is not None:
-            x = torch.where(kmask, _known_inputs(known_values, t, history, schedule, fixed_eps, generator), x)
-        info = StepInfo(r, schedule, t, s, known_mask, known_values, generated_mask, generator, start, n_hist)
-        moving = info.moving
+        moving = (s < t) & ~known
         if moving.any():
+            # what the network is fed: known tokens, and tokens finished in this window, at their level
+            fed = known | ((t == 0) & (finished_level > 0))
+            t_in = torch.where(known | ~fed, t, torch.full_like(t, finished_level))
+            values = x if known_mask is None else torch.where(expand_like(known, x), known_values, x)
+            x_in = torch.where(expand_like(fed, x), _known_inputs(values, t_in, history, schedule, fixed_eps, generator), x)
+            info = StepInfo(r, schedule, t_in, moving, known_mask, known_values, generated_mask, generator, start, n_hist)
             if begin_step is not None:
                 begin_step(info)
-            x0_hat, eps_hat = guidance(denoise, x, t, cond, info)
+            x0_hat, eps_hat = guidance(denoise, x_in, t_in, cond, info)
             if clip_x0 is not None:
                 a_t, s_t = schedule.alpha_sigma(t)
                 x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
                 eps_hat = (x.float() - expand_like(a_t, x) * x0_hat.float()) / expand_like(s_t, x).clamp_min(1e-6)
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32) if eta > 0 else None
-            x = torch.where(expand_like(moving, x), ddim_step(x, x0_hat, eps_hat, t, s, schedule, eta, noise), x)
+            x = torch.where(expand_like(moving, x), ddim_step(x, x0_hat, eps_hat, t, torch.where(moving, s, t), schedule, eta, noise), x)
         if r < rows - 2:
             yield r, x
     if known_mask is not None:
-        x = torch.where(kmask, known_values, x)
+        x = torch.where(expand_like(known, x), known_values, x)
     yield rows - 2, x
 
 
