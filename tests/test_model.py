@@ -8,7 +8,7 @@ from dforce.testing import check_backbone
 @pytest.mark.parametrize("causal", [True, False])
 def test_transformer_honours_the_contract(causal):
     rep = check_backbone(Transformer(dim=5, width=32, depth=2, heads=4, causal=causal, cond_dim=3), tokens=9)
-    assert rep["shapes"] and rep["per_token_noise"] and rep["cond"] and rep.get("cache", False) == causal
+    assert rep.get("cache", False) == causal  # check_backbone raises on any broken rule; the cache check runs for causal ones
     if causal:
         assert rep["future_leak"] < 1e-6
 
