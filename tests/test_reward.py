@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from dforce import testing
 from dforce.diffusion import get_schedule
 from dforce.diffusion.schedules import expand_like
 from dforce.guidance.reward import MonteCarloGuidance, RewardGuidance, guided_prediction
@@ -13,15 +14,8 @@ MU, S0 = 0.5, 1.0
 
 
 def gaussian_denoiser(schedule):
-    """Exact posterior mean for x0 ~ N(MU, S0^2): x0_hat = MU + k (x - a MU), k = a S0^2 / (a^2 S0^2 + s^2)."""
-
-    def denoise(x, t, cond=None):
-        a, s = (expand_like(v, x) for v in schedule.alpha_sigma(t))
-        k = a * S0**2 / (a**2 * S0**2 + s**2)
-        x0 = MU + k * (x - a * MU)
-        return x0, (x - a * x0) / s
-
-    return denoise
+    """Exact posterior-mean denoiser for data x0 ~ N(MU, S0^2) (elementwise)."""
+    return testing.gaussian_denoiser(schedule, MU, S0)
 
 
 def _info(schedule, t, known=None):
@@ -126,22 +120,16 @@ def test_monte_carlo_draws_keep_known_tokens_and_renoise_the_rest():
 def test_eps_space_guidance_samples_the_exactly_tilted_gaussian(eta):
     """x0 ~ N(0, 1) tilted by exp(R), R(x0) = x0, is N(1, 1): eps-space guidance at scale 1 is exact;
     the x0-space form anneals the scale by alpha_t and under-shoots."""
-    global MU, S0
     sched = get_schedule("cosine")
-    old = MU, S0
-    MU, S0 = 0.0, 1.0
-    try:
-        steps = 100
-        lv = level_grid(steps)[scheduling_matrix("full_sequence", 1, steps)]
-        means = {}
-        for space in ("eps", "x0"):
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(20_000, 1, 1, generator=g)
-            guidance = RewardGuidance(lambda x0, info: x0.sum((1, 2)), scale=1.0, space=space)
-            out = sample_window(gaussian_denoiser(sched), x, lv, schedule=sched, guidance=guidance, eta=eta, generator=g)
-            means[space] = out.mean().item()
-            if space == "eps":
-                assert abs(out.std().item() - 1.0) < 0.05
-        assert abs(means["eps"] - 1.0) < 0.05 and means["x0"] < 0.8
-    finally:
-        MU, S0 = old
+    steps = 100
+    lv = level_grid(steps)[scheduling_matrix("full_sequence", 1, steps)]
+    means = {}
+    for space in ("eps", "x0"):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(20_000, 1, 1, generator=g)
+        guidance = RewardGuidance(lambda x0, info: x0.sum((1, 2)), scale=1.0, space=space)
+        out = sample_window(testing.gaussian_denoiser(sched), x, lv, schedule=sched, guidance=guidance, eta=eta, generator=g)
+        means[space] = out.mean().item()
+        if space == "eps":
+            assert abs(out.std().item() - 1.0) < 0.05
+    assert abs(means["eps"] - 1.0) < 0.05 and means["x0"] < 0.8

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from dforce import testing
 from dforce.diffusion import get_schedule
 from dforce.diffusion.schedules import expand_like
 from dforce.sampling import ddim_step, level_grid, sample_window, scheduling_matrix
@@ -12,15 +13,7 @@ MU, S0 = 1.5, 0.5
 
 def gaussian_denoiser(schedule):
     """Exact posterior-mean denoiser for data x0 ~ N(MU, S0^2) (elementwise)."""
-
-    def denoise(x, t, cond=None):
-        a, s = (expand_like(v, x) for v in schedule.alpha_sigma(t))
-        k = a * S0**2 / (a**2 * S0**2 + s**2)
-        x0 = MU + k * (x - a * MU)
-        eps = (x - a * x0) / s.clamp_min(1e-12)
-        return x0, eps
-
-    return denoise
+    return testing.gaussian_denoiser(schedule, MU, S0)
 
 
 @pytest.mark.parametrize("name", ["cosine", "linear", "sigmoid"])

@@ -14,7 +14,8 @@ Checks, each failing with an ``AssertionError`` that names what is wrong:
    tokens in pieces through a cache equals ``forward`` on all of them, and ``truncate`` rewinds.
 
 :class:`SpyBackbone` wraps a backbone and records what every call feeds it, so a test can pin a
-sampling option by the levels and inputs the network actually receives.
+sampling option by the levels and inputs the network actually receives. :func:`gaussian_denoiser`
+is the exact denoiser of Gaussian data, for closed-form checks of samplers and guidance.
 """
 
 from __future__ import annotations
@@ -140,3 +141,17 @@ class SpyBackbone(nn.Module):
     def tokens_evaluated(self) -> int:
         """Batch rows x tokens run through the network so far."""
         return sum(c["x"].shape[0] * c["x"].shape[1] for c in self.calls)
+
+
+def gaussian_denoiser(schedule, mu: float = 0.0, std: float = 1.0):
+    """The exact posterior-mean denoiser of data ``x0 ~ N(mu, std^2)`` (elementwise):
+    ``x0_hat = mu + k (x - alpha mu)``, ``k = alpha std^2 / (alpha^2 std^2 + sigma^2)``."""
+    from dforce.diffusion.schedules import expand_like
+
+    def denoise(x, t, cond=None):
+        a, s = (expand_like(v, x) for v in schedule.alpha_sigma(t))
+        k = a * std**2 / (a**2 * std**2 + s**2)
+        x0 = mu + k * (x - a * mu)
+        return x0, (x - a * x0) / s.clamp_min(1e-12)
+
+    return denoise
