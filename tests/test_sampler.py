@@ -5,7 +5,6 @@ import torch
 
 from dforce import testing
 from dforce.diffusion import get_schedule
-from dforce.diffusion.schedules import expand_like
 from dforce.sampling import ddim_step, level_grid, sample_window, scheduling_matrix
 
 MU, S0 = 1.5, 0.5

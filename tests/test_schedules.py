@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from dforce.diffusion import SCHEDULES, get_schedule
-from dforce.diffusion.schedules import expand_like
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))

@@ -10,12 +10,12 @@ context stays at ``context_level`` (0 = clean).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from dforce.diffusion.schedules import NoiseSchedule, expand_like
+from dforce.diffusion.schedules import NoiseSchedule
 from dforce.sampling.sampler import HISTORY, Denoiser, Guidance, iter_sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from dforce.backbones.video_transformer import VideoTransformer
