@@ -201,9 +201,6 @@ def load_model(path: str | os.PathLike, expect: Optional[dict] = None, map_locat
         diff = spec_differences(config["model"], expect)
         if diff:
             raise ValueError(f"checkpoint {path} was written for a different config: " + "; ".join(diff))
-    sha = config.get("weights_sha256")
-    if sha is not None and _sha256(weights) != sha:
-        raise ValueError(f"{weights} does not match the checksum in {cfg_file} (modified, or an interrupted export); re-export the model")
     try:
         model = build_model(config["model"])
     except (TypeError, ValueError, KeyError) as err:
@@ -211,7 +208,11 @@ def load_model(path: str | os.PathLike, expect: Optional[dict] = None, map_locat
     try:
         state = load_file(str(weights), device=map_location)
     except Exception as err:  # safetensors raises its own error types for truncated / foreign files
-        raise ValueError(f"{weights} is not a readable safetensors file ({err}); it is truncated or not a dforce model: re-export it") from err
+        raise ValueError(f"{weights} is not a readable safetensors file ({' '.join(str(err).split())[:120]}); "
+                         "it is truncated or not a dforce model: re-export it") from None
+    sha = config.get("weights_sha256")
+    if sha is not None and _sha256(weights) != sha:
+        raise ValueError(f"{weights} does not match the checksum in {cfg_file} (modified, or an interrupted export); re-export the model")
     _load_state(model, state, weights, cfg_file)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
