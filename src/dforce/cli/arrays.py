@@ -52,6 +52,11 @@ def read_array(path: str, option: str = "--context") -> np.ndarray:
     if p.suffix == ".csv":
         arr = _csv(p)
     else:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+        if magic[:6] != b"\x93NUMPY" and magic[:2] != b"PK":
+            raise ValueError(f"{option} {p} is not a readable {p.suffix} file (no numpy header: another format or random bytes); "
+                             "save it with numpy.save / numpy.savez")
         try:
             loaded = np.load(p, allow_pickle=False)
         except ValueError as err:

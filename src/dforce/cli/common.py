@@ -102,6 +102,40 @@ def check_outputs(overwrite: bool, **paths: Optional[str]) -> None:
         check_output_file(path, overwrite, "--" + option)
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Check every ``--config FILE`` before parsing: it exists and holds a YAML / JSON mapping.
+
+    jsonargparse's own messages do not name the file; these do.
+    """
+    import yaml
+
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if path.lstrip().startswith("{"):
+            continue  # an inline mapping
+        if not os.path.isfile(path):
+            raise UserError(f"config file {path} does not exist" + (" (it is a folder)" if os.path.isdir(path) else "")
+                            + "; give a YAML or JSON file")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except UnicodeDecodeError:
+            raise UserError(f"config file {path} is not a text file; give a YAML or JSON file") from None
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            raise UserError(f"config file {path} is not valid YAML{at} ({getattr(err, 'problem', None) or 'syntax error'}); "
+                            "fix the file") from None
+        if data is not None and not isinstance(data, dict):
+            raise UserError(f"config file {path} must hold a mapping of options (key: value), got a {type(data).__name__}; "
+                            "fix the file (see --print_config for the layout)")
+
+
 def normalize_argv(argv: list[str]) -> list[str]:
     """Turn a positional ``CONFIG.yaml`` into ``--config CONFIG.yaml`` and ``a.b=v`` into ``--a.b=v``.
 

@@ -137,19 +137,22 @@ def _check_common(args, out_suffix: str) -> None:
 
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be >= 1, got {args.num_samples}")
+    check_outputs(args.overwrite, out=args.out, plot=args.plot)
     if not args.out.endswith(out_suffix):
         raise ValueError(f"--out {args.out} must end in {out_suffix}")
     if args.plot and not args.plot.endswith(".png"):
         raise ValueError(f"--plot {args.plot} must end in .png")
-    check_outputs(args.overwrite, out=args.out, plot=args.plot)
     _overrides(args)
 
 
 def cmd_train(argv: list[str]) -> int:
     from dforce.timeseries.forecaster import Forecaster, ForecasterConfig
 
+    from dforce.cli.common import check_config_files
+
     if argv and not argv[0].startswith("-"):
         argv = ["--config", argv[0], *argv[1:]]
+    check_config_files(argv)
     args = _parser("train").parse_args(argv)
     from dforce.training import export_model
     from dforce.training.export import check_export_path

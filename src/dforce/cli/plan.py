@@ -122,6 +122,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from dforce.cli.common import check_config_files
+
+    check_config_files(argv)
     parser = _parser()
     cfg = parser.parse_args(argv)
     cmd = cfg.command

@@ -39,11 +39,11 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--num_samples must be >= 1, got {a.num_samples}")
     if a.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got {a.precision!r}")
+    check_outputs(a.overwrite, out=a.out, plot=a.plot)
     if not a.out.endswith(".npy"):
         raise UserError(f"--out {a.out} must end in .npy (numpy.save writes that format)")
     if a.plot and not a.plot.endswith(".png"):
         raise UserError(f"--plot {a.plot} must end in .png")
-    check_outputs(a.overwrite, out=a.out, plot=a.plot)
     from dforce.cli import sampling_options
     from dforce.cli.arrays import check_frames, read_array
     from dforce.training import load_model

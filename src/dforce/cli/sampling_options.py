@@ -57,14 +57,14 @@ def resolve(values: dict[str, Any], source: str = "the sampling options") -> Sam
         values["schedule"] = validate(torch.as_tensor(sched).long())
     elif isinstance(sched, str) and sched.endswith(MATRIX_SUFFIXES):
         values["schedule"] = read_matrix(sched)
-    if torch.is_tensor(values.get("schedule")) and "steps" not in values:
-        values["steps"] = int(values["schedule"].max())
     elif isinstance(sched, str):
         from dforce.sampling.scheduling import SCHEDULING
 
         if sched not in SCHEDULING:
             raise ValueError(f"{source}: unknown schedule {sched!r}; choose one of {', '.join(sorted(SCHEDULING))} "
                              "or give a .npy / .csv file with a custom matrix")
+    if torch.is_tensor(values.get("schedule")) and "steps" not in values:
+        values["steps"] = int(values["schedule"].max())
     cfg = SamplingConfig(**values)
     for name in ("steps", "chunk_size", "history_len"):
         v = getattr(cfg, name)

@@ -32,8 +32,12 @@ def parse_run(argv: list[str]) -> RunConfig:
 
 
 def _parse(argv: list[str]) -> tuple[RunConfig, bool]:
+    from dforce.cli.common import check_config_files
+
     p = build_parser()
-    ns = p.instantiate(p.parse_args(normalize_argv(argv)))
+    argv = normalize_argv(argv)
+    check_config_files(argv)
+    ns = p.instantiate(p.parse_args(argv))
     return RunConfig(model=ns.model, data=ns.data, train=ns.train, sample=ns.sample, out_dir=ns.out_dir), bool(ns.overwrite)
 
 

@@ -220,6 +220,9 @@ def main(argv: list[str]) -> int:
     if argv[0] not in commands:
         print(f"error: unknown subcommand {argv[0]!r} of dforce rollout; choose train, generate or eval", file=sys.stderr)
         return 2
+    from dforce.cli.common import check_config_files
+
+    check_config_files(argv[1:])
     return commands[argv[0]](argv[1:])
 
 

@@ -341,6 +341,8 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
         remove_stale_temps(root / "checkpoints")
         last = root / "checkpoints" / "last.ckpt"
         ckpt = str(last) if (config.resume and config.out_dir and last.is_file()) else None
+        if ckpt is not None:
+            load_checkpoint(ckpt)  # fail before the trainer creates logs/ when the file is unreadable
         trainer.fit(module, train_loader, val_loader if has_val else None, ckpt_path=ckpt)
         return module.model.eval()
     finally:
