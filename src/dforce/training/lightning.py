@@ -255,7 +255,11 @@ def _loader(data, batch_size: int, num_workers: int, shuffle: bool) -> DataLoade
     if not isinstance(data, Dataset):
         raise TypeError("data must be a torch Dataset, DataLoader or tensor [M, N, ...]")
     shuffle = shuffle and not isinstance(data, IterableDataset)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=shuffle,
+    if not isinstance(data, IterableDataset) and len(data) == 0:
+        raise ValueError("the training data holds no sequences; give at least one")
+    # dropping the last partial batch must never drop every batch (a data set smaller than batch_size)
+    drop_last = shuffle and len(data) >= batch_size
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
                       persistent_workers=num_workers > 0)
 
 
