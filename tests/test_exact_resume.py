@@ -143,3 +143,20 @@ def test_malicious_checkpoint_is_not_unpickled(tmp_path):
     with pytest.raises(ValueError, match="evil2.ckpt cannot be read safely"):
         load_checkpoint(tmp_path / "evil2.ckpt")
     assert not marker.exists()
+
+
+def test_a_killed_export_or_output_write_is_cleaned_by_the_next_one(tmp_path):
+    import numpy as np
+
+    from dforce import DiffusionForcing, Transformer
+    from dforce.training import export_model
+    from dforce.training.files import atomic_write
+
+    (tmp_path / ".m.dforce-tmp-abcd1234").mkdir()  # a killed export of m
+    (tmp_path / ".m.dforce-tmp-abcd1234" / "model.safetensors").write_bytes(b"partial")
+    (tmp_path / ".s.npy.dforce-tmp-x1y2.npy").write_bytes(b"partial")  # a killed write of s.npy
+    (tmp_path / ".other.dforce-tmp-zz").write_bytes(b"another output's temporary: kept")
+    (tmp_path / ".notes").write_text("a user's hidden file: kept")
+    export_model(DiffusionForcing(Transformer(dim=2, width=16, depth=1, heads=2), window=8), tmp_path / "m")
+    atomic_write(tmp_path / "s.npy", lambda tmp: np.save(tmp, np.zeros(2)), suffix=".npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes", ".other.dforce-tmp-zz", "m", "s.npy"]

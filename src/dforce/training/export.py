@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from dforce.backbones import build_backbone
 from dforce.model import DiffusionForcing
-from dforce.training.files import TMP_TAG, foreign_entries
+from dforce.training.files import TMP_TAG, foreign_entries, remove_stale_temps
 
 FORMAT = "dforce-model-1"
 
@@ -129,6 +129,7 @@ def export_model(model: DiffusionForcing, path: str | os.PathLike, extra: Option
     config = {"format": FORMAT, "model": model_spec(model), "extra": extra or {}, "files": sorted(files)}
     json.dumps(config)  # fail early on values JSON cannot hold
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)  # left by a killed earlier export to this path
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -55,6 +55,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], suffix: str = ""
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)  # left by a killed earlier write of this file
     tmp = temp_path(path, suffix)
     try:
         write(tmp)
@@ -75,8 +76,9 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def remove_stale_temps(folder: PathLike) -> list[Path]:
-    """Delete dforce temporary files (and folders) left in ``folder`` by a killed process."""
+def remove_stale_temps(folder: PathLike, name: Optional[str] = None) -> list[Path]:
+    """Delete dforce temporary files (and folders) left in ``folder`` by a killed process
+    (only those of the output ``name`` when given)."""
     import shutil
 
     folder = Path(folder)
@@ -84,7 +86,7 @@ def remove_stale_temps(folder: PathLike) -> list[Path]:
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        if is_temp_name(p.name):
+        if is_temp_name(p.name) and (name is None or p.name.startswith(f".{name}{TMP_TAG}")):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
