@@ -532,7 +532,7 @@ def _plan_cases() -> list[Case]:
         _cli("plan train", "out is a file", ["plan", "train", "--data", "plan.npz", "--out", "notes.txt"], ["is an existing file", "new folder"], "notes.txt"),
         _cli("plan train", "out is a user folder", ["plan", "train", "--data", "plan.npz", "--out", "plan_dir"], ["files dforce did not write", "new or empty folder"], "plan_dir"),
         _cli("plan eval", "checkpoint missing", ["plan", "eval", "--checkpoint", "none.dfplan"], ["is not a folder", "dforce plan train"], "none.dfplan"),
-        _cli("plan eval", "episodes 0", ["plan", "eval", "--checkpoint", "plan_dir", "--episodes", "0"], ["must be >= 1"]),
+        _cli("plan eval", "episodes 0", ["plan", "eval", "--checkpoint", "plan_dir", "--episodes", "0"], ["--episodes must be >= 1"]),
         _cli("plan eval", "setting unknown", ["plan", "eval", "--checkpoint", "plan_dir", "--setting", "maze"], ["--setting must be single_goal or random"]),
         _cli("plan eval", "out exists", ["plan", "eval", "--checkpoint", "plan_dir", "--out", "existing.json"], ["already exists", "--overwrite"], "existing.json"),
         _cli("plan", "no subcommand", ["plan"], ["command", "--help"]),

@@ -100,8 +100,9 @@ def _check(cmd: str, a) -> None:
             raise UserError(f"--data {a.data} does not exist; create it with `dforce plan generate-data --out {a.data}`")
         _check_planner_folder(a.out, a.overwrite)
     else:
-        if a.episodes < 1 or a.replan_every < 1 or (a.episode_len is not None and a.episode_len < 1):
-            raise UserError("--episodes, --replan_every and --episode_len must be >= 1")
+        for name in ("episodes", "replan_every", "episode_len"):
+            if a.get(name) is not None and a.get(name) < 1:
+                raise UserError(f"--{name} must be >= 1, got {a.get(name)}")
         if a.setting not in ("single_goal", "random"):
             raise UserError(f"--setting must be single_goal or random, got {a.setting!r}")
         if a.maze is not None and a.maze not in ("umaze", "medium", "large"):
