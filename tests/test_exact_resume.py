@@ -160,3 +160,27 @@ def test_a_killed_export_or_output_write_is_cleaned_by_the_next_one(tmp_path):
     export_model(DiffusionForcing(Transformer(dim=2, width=16, depth=1, heads=2), window=8), tmp_path / "m")
     atomic_write(tmp_path / "s.npy", lambda tmp: np.save(tmp, np.zeros(2)), suffix=".npy")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".notes", ".other.dforce-tmp-zz", "m", "s.npy"]
+
+
+def test_every_checkpoint_load_of_a_resume_passes_weights_only(tmp_path, monkeypatch):
+    """torch < 2.6 defaults to weights_only=False: dforce must pass True itself, on every load."""
+    import numpy as np
+
+    from dforce import DiffusionForcing, Transformer
+    from dforce.training import RandomWindows, TrainConfig, train
+
+    series = np.random.default_rng(0).normal(size=(400, 2)).astype(np.float32)
+    cfg = dict(batch_size=4, out_dir=str(tmp_path), progress=False, logger="none", checkpoint_every=2,
+               precision="32-true", accelerator="cpu", warmup_steps=1)
+    make = lambda: DiffusionForcing(Transformer(dim=2, width=16, depth=1, heads=2), window=8)  # noqa: E731
+    train(make(), RandomWindows(series, 8), TrainConfig(max_steps=2, **cfg))
+    calls = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    train(make(), RandomWindows(series, 8), TrainConfig(max_steps=4, **cfg))
+    assert calls and all(w is True for w in calls), calls

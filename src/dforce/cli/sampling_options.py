@@ -15,6 +15,8 @@ import torch
 from dforce.sampling import SamplingConfig
 
 MATRIX_SUFFIXES = (".npy", ".csv", ".txt")
+# the one place the CLI names the scheduling-matrix field (the core refactor renames it "scheduling")
+SCHEDULE = "schedule"
 
 
 def read_matrix(path: str) -> torch.Tensor:
@@ -50,21 +52,21 @@ def resolve(values: dict[str, Any], source: str = "the sampling options") -> Sam
     if unknown:
         raise ValueError(f"{source}: unknown sampling option(s) {unknown}; see --help for the --sample.* options")
     values = dict(values)
-    sched = values.get("schedule", SamplingConfig.schedule)
+    sched = values.get(SCHEDULE, getattr(SamplingConfig, SCHEDULE))
     if isinstance(sched, (list, tuple)):
         from dforce.sampling.scheduling import validate
 
-        values["schedule"] = validate(torch.as_tensor(sched).long())
+        values[SCHEDULE] = validate(torch.as_tensor(sched).long())
     elif isinstance(sched, str) and sched.endswith(MATRIX_SUFFIXES):
-        values["schedule"] = read_matrix(sched)
+        values[SCHEDULE] = read_matrix(sched)
     elif isinstance(sched, str):
         from dforce.sampling.scheduling import SCHEDULING
 
         if sched not in SCHEDULING:
             raise ValueError(f"{source}: unknown schedule {sched!r}; choose one of {', '.join(sorted(SCHEDULING))} "
                              "or give a .npy / .csv file with a custom matrix")
-    if torch.is_tensor(values.get("schedule")) and "steps" not in values:
-        values["steps"] = int(values["schedule"].max())
+    if torch.is_tensor(values.get(SCHEDULE)) and "steps" not in values:
+        values["steps"] = int(values[SCHEDULE].max())
     cfg = SamplingConfig(**values)
     for name in ("steps", "chunk_size", "history_len"):
         v = getattr(cfg, name)
@@ -78,26 +80,27 @@ def resolve(values: dict[str, Any], source: str = "the sampling options") -> Sam
         cfg.check()
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from err
-    if torch.is_tensor(cfg.schedule) and int(cfg.schedule.max()) != cfg.steps:
-        raise ValueError(f"{source}: the custom scheduling matrix has levels up to {int(cfg.schedule.max())} but steps is "
-                         f"{cfg.steps}; pass --sample.steps {int(cfg.schedule.max())}")
+    matrix = getattr(cfg, SCHEDULE)
+    if torch.is_tensor(matrix) and int(matrix.max()) != cfg.steps:
+        raise ValueError(f"{source}: the custom scheduling matrix has levels up to {int(matrix.max())} but steps is "
+                         f"{cfg.steps}; pass --sample.steps {int(matrix.max())}")
     return cfg
 
 
 def to_json(cfg: SamplingConfig) -> dict:
     """Plain JSON values (a custom matrix becomes a nested list)."""
     out = asdict(cfg)
-    if torch.is_tensor(cfg.schedule):
-        out["schedule"] = cfg.schedule.tolist()
+    if torch.is_tensor(getattr(cfg, SCHEDULE)):
+        out[SCHEDULE] = getattr(cfg, SCHEDULE).tolist()
     return out
 
 
 def merge(saved: dict, typed: dict, source: str) -> SamplingConfig:
     """Saved options overridden by every option the user typed (even one equal to the default)."""
     values = {**saved, **typed}
-    if "schedule" in typed and "steps" not in typed:
+    if SCHEDULE in typed and "steps" not in typed:
         values.pop("steps", None)  # a typed matrix brings its own number of steps
-        if isinstance(typed["schedule"], str) and not typed["schedule"].endswith(MATRIX_SUFFIXES):
+        if isinstance(typed[SCHEDULE], str) and not typed[SCHEDULE].endswith(MATRIX_SUFFIXES):
             values["steps"] = saved.get("steps", SamplingConfig.steps)
     return resolve(values, source)
 
