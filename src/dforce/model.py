@@ -73,6 +73,12 @@ class DiffusionForcing(nn.Module):
             raise ValueError(f"token size {token_shape[0]} is not divisible by frame_stack={frame_stack}")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must lie in [0, 1), got {cond_dropout}")
+        if history_len is not None and not 0 <= history_len < window:
+            raise ValueError(f"history_len must lie in [0, window - 1] = [0, {window - 1}] (or None for random), got {history_len}")
+        if noise_clip is not None and not noise_clip > 0:
+            raise ValueError(f"noise_clip must be > 0 (or None for no clamp), got {noise_clip}")
+        if padding_weight < 0:
+            raise ValueError(f"padding_weight must be >= 0, got {padding_weight}")
         self.backbone = backbone
         self.window = window
         self.noise_schedule = get_schedule(noise_schedule, **(schedule_kwargs or {}))
@@ -145,6 +151,11 @@ class DiffusionForcing(nn.Module):
             reduction: ``mean`` (a scalar) or ``none`` (per-token loss [B, T]).
         """
         self._check_frames(x, "x")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}); give at least one sequence of at least one frame")
+        if noise_levels is not None and noise_levels.numel() and not bool(((noise_levels >= 0) & (noise_levels <= 1)).all()):
+            raise ValueError(f"noise_levels must lie in [0, 1] (0 = clean, 1 = pure noise); got values in "
+                             f"[{float(noise_levels.min()):.3g}, {float(noise_levels.max()):.3g}]: rescale them")
         if mask is not None:
             if mask.shape != x.shape[:2]:
                 raise ValueError(f"mask must have shape [B, N] = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")

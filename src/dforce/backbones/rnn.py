@@ -85,6 +85,9 @@ class RNN(nn.Module):
 
     def __init__(self, dim: int, width: int = 256, depth: int = 2, cond_dim: int = 0) -> None:
         super().__init__()
+        from dforce.backbones.transformer import check_sizes
+
+        check_sizes("RNN", dim=dim, width=width, depth=depth, cond_dim=cond_dim)
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.dim, self.cond_dim, self.width = dim, cond_dim, width

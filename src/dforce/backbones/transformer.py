@@ -55,6 +55,19 @@ class NoiseLevelEmbedding(nn.Module):
         return c
 
 
+def check_sizes(name: str, **sizes: float) -> None:
+    """Raise ``ValueError`` for a size argument <= 0 (or a dropout outside [0, 1)), naming it."""
+    for key, value in sizes.items():
+        if key == "dropout":
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}: dropout must lie in [0, 1), got {value}")
+        elif key == "cond_dim":
+            if value < 0:
+                raise ValueError(f"{name}: cond_dim must be >= 0 (0 = no condition), got {value}")
+        elif not value > 0:
+            raise ValueError(f"{name}: {key} must be > 0, got {value}")
+
+
 def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate pairs of channels of ``x`` [B, H, T, Dh] by angles ``positions * freq``."""
     return apply_rotary(x, *rotary_cos_sin(positions, x.shape[-1], x.dtype, base))
@@ -265,6 +278,9 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        check_sizes("Transformer", dim=dim, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, cond_dim=cond_dim, dropout=dropout)
+        if width % heads:
+            raise ValueError(f"Transformer: width {width} must be divisible by heads {heads}")
         self.config = dict(dim=dim, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, causal=causal, cond_dim=cond_dim, dropout=dropout)
         self.dim, self.causal, self.cond_dim = dim, causal, cond_dim
         self.token_shape = (dim,)

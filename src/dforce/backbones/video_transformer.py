@@ -131,7 +131,11 @@ class VideoTransformer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        from dforce.backbones.transformer import check_sizes
+
         hh, ww = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        check_sizes("VideoTransformer", channels=channels, image_height=hh, image_width=ww, patch_size=patch_size, width=width,
+                    depth=depth, heads=heads, mlp_ratio=mlp_ratio, cond_dim=cond_dim, frame_stack=frame_stack, dropout=dropout)
         if hh % patch_size or ww % patch_size:
             raise ValueError(f"patch_size {patch_size} must divide the frame size {hh}x{ww}")
         self.config = dict(

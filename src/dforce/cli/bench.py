@@ -6,11 +6,14 @@ import runpy
 import sys
 from pathlib import Path
 
-NAMES = ("core", "forecast", "video", "planning", "speed")
+NAMES = ("core", "forecast", "video", "planning", "speed", "reliability")
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in NAMES:
+    if argv and argv[0] not in NAMES and argv[0] not in ("-h", "--help"):
+        print(f"error: unknown benchmark {argv[0]!r}; choose one of {', '.join(NAMES)}", file=sys.stderr)
+        return 2
+    if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: dforce bench {{{','.join(NAMES)}}} [script options]\n"
               "Runs benchmarks/NAME.py of the source checkout; results go to benchmarks/results/NAME.{json,md}.")
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -84,29 +84,79 @@ class DataConfig:
     lorenz_stride: int = 2
 
     def load(self, seed: int = 0) -> list[np.ndarray]:
-        """The series as a list of float32 arrays [L, D]."""
+        """The series as a list of float32 arrays [L, D]; errors name the file, the problem and the fix."""
         if self.source == "lorenz":
             from dforce.demo.lorenz import lorenz63
 
+            for name in ("lorenz_trajectories", "lorenz_steps", "lorenz_stride"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
             return list(lorenz63(self.lorenz_trajectories, self.lorenz_steps, stride=self.lorenz_stride, seed=seed))
+        if self.source not in ("npy", "csv"):
+            raise ValueError(f"unknown data.source {self.source!r}; choose lorenz, npy or csv")
         if self.path is None:
-            raise ValueError(f"data.source={self.source} needs data.path")
-        if self.source == "npy":
-            arr = np.load(self.path).astype(np.float32)
-            if arr.ndim == 2:
-                return [arr]
-            if arr.ndim == 3:
-                return list(arr)
-            raise ValueError(f"{self.path}: expected an array [L, D] or [M, L, D], got shape {arr.shape}")
-        if self.source == "csv":
-            import pandas as pd
+            raise ValueError(f"data.source={self.source} needs data.path (the file to read)")
+        from dforce.cli.arrays import read_array
 
-            df = pd.read_csv(self.path)
-            df = df[self.columns] if self.columns else df.select_dtypes("number")
-            if df.shape[1] == 0:
-                raise ValueError(f"{self.path}: no numeric columns; name them with data.columns")
-            return [df.to_numpy(np.float32)]
-        raise ValueError(f"unknown data.source {self.source!r}; choose lorenz, npy or csv")
+        if self.source == "npy":
+            if not str(self.path).endswith((".npy", ".npz")):
+                raise ValueError(f"data.path {self.path}: data.source=npy reads .npy or .npz files; use data.source=csv for CSV")
+            arr = read_array(self.path, "data.path")
+            if arr.ndim == 2:
+                series = [arr]
+            elif arr.ndim == 3:
+                series = list(arr)
+            else:
+                raise ValueError(f"data.path {self.path}: expected an array [L, D] or [M, L, D], got shape {arr.shape}")
+        else:
+            if not str(self.path).endswith(".csv"):
+                raise ValueError(f"data.path {self.path}: data.source=csv reads .csv files; use data.source=npy for .npy / .npz")
+            series = [self._read_csv()]
+        for i, s in enumerate(series):
+            if s.shape[0] == 0 or s.shape[1] == 0:
+                raise ValueError(f"data.path {self.path}: series {i} is empty (shape {s.shape}); give at least one row and column")
+            bad = ~np.isfinite(s)
+            if bad.any():
+                r, c = (int(v) for v in np.argwhere(bad)[0])
+                raise ValueError(f"data.path {self.path}: {int(bad.sum())} missing / non-finite value(s), first at series {i} "
+                                 f"row {r + 1} column {c}; dforce train needs complete series: fill or drop them")
+        return series
+
+    def _read_csv(self) -> np.ndarray:
+        import pandas as pd
+        from pathlib import Path
+
+        p = Path(self.path)
+        if not p.is_file():
+            raise FileNotFoundError(f"data.path {p} does not exist" + ("" if not p.is_dir() else " as a file (it is a folder)")
+                                    + "; give a .csv file with one row per time step")
+        try:
+            df = pd.read_csv(p)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"data.path {p} is empty; give a header row and one row per time step") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise ValueError(f"data.path {p} is not a readable CSV file ({' '.join(str(err).split())[:120]}); "
+                             "give comma-separated numbers with a header row") from None
+        if self.columns:
+            missing = [c for c in self.columns if c not in df.columns]
+            if missing:
+                raise ValueError(f"data.columns {missing} not in {p}; its columns are {list(df.columns)}")
+            df = df[self.columns]
+        keep = []
+        for c in df.columns:
+            num = pd.to_numeric(df[c], errors="coerce")
+            bad = num.isna() & df[c].notna()
+            if not num.notna().any() and not self.columns:
+                continue  # a text column (dates, names): not a series
+            if bad.any():
+                row = int(bad.to_numpy().nonzero()[0][0])
+                raise ValueError(f"data.path {p}: column {c!r} row {row + 2} holds {str(df[c].iloc[row])!r}, which is not a "
+                                 "number; fix the cell or leave the column out with data.columns")
+            df[c] = num
+            keep.append(c)
+        if not keep:
+            raise ValueError(f"data.path {p}: no numeric columns; name them with data.columns")
+        return df[keep].to_numpy(np.float32)
 
 
 @dataclass

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from dforce.cli.common import normalize_argv, parser
+from pathlib import Path
+
+from dforce.cli.common import UserError, add_overwrite, normalize_argv, parser
 from dforce.demo.run import DemoConfig, main_demo
+
+OUTPUTS = ("rollout.png", "metrics.json", "models", "runs")  # what the demo writes inside out_dir
+
+
+def check_out_dir(out_dir: str, overwrite: bool) -> None:
+    """The demo writes only the entries in OUTPUTS; earlier ones are replaced only with --overwrite."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out_dir {out} is an existing file; give a folder for the demo's outputs")
+    present = [name for name in OUTPUTS if (out / name).exists()]
+    if present and not overwrite:
+        raise UserError(f"--out_dir {out} already holds demo outputs ({', '.join(present)}); pass --overwrite to replace them "
+                        "or choose another --out_dir (other files there are never touched)")
 
 
 def main(argv: list[str]) -> int:
@@ -11,6 +26,15 @@ def main(argv: list[str]) -> int:
                "generated on the spot, roll both out 10x past the training window with stabilization, and write a PNG "
                "and a metrics JSON (distance to the true attractor per rollout segment). About 5 minutes on 2 CPU cores.")
     p.add_class_arguments(DemoConfig, None)
+    add_overwrite(p)
     a = p.parse_args(normalize_argv(argv))
-    main_demo(DemoConfig(**{k: v for k, v in vars(a).items() if k != "__path__"}))
+    values = {k: v for k, v in vars(a).items() if k not in ("__path__", "overwrite")}
+    for name in ("train_steps", "batch_size", "width", "depth", "window", "frame_stack", "stride", "rollout_windows",
+                 "num_rollouts", "steps"):
+        if values[name] < 1:
+            raise UserError(f"--{name} must be >= 1, got {values[name]}")
+    if values["context_frames"] < 0 or values["threads"] < 0:
+        raise UserError("--context_frames and --threads must be >= 0")
+    check_out_dir(values["out_dir"], a.overwrite)
+    main_demo(DemoConfig(**values))
     return 0

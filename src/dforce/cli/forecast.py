@@ -83,16 +83,19 @@ def split(frame, data: DataConfig, prediction_length: int, context_length: int):
 
 
 def _parser(name: str):
-    from jsonargparse import ArgumentParser, ActionConfigFile
+    from jsonargparse import ActionConfigFile
 
     from dforce.timeseries.forecaster import ForecasterConfig
 
-    p = ArgumentParser(prog=f"dforce forecast {name}", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    from dforce.cli.common import Parser, add_overwrite
+
+    p = Parser(prog=f"dforce forecast {name}", description=__doc__.split("\n\n")[0], exit_on_error=True)
+    add_overwrite(p)
     if name == "train":
         p.add_argument("--config", action=ActionConfigFile, help="YAML file with data:, model: and out: sections")
         p.add_class_arguments(DataConfig, "data")
         p.add_class_arguments(ForecasterConfig, "model")
-        p.add_argument("--out", type=str, required=True, help="checkpoint folder to write")
+        p.add_argument("--out", type=str, required=True, help="checkpoint folder to write (new or empty; --overwrite replaces an earlier dforce model there)")
     else:
         p.add_argument("checkpoint", type=str, help="a folder written by `dforce forecast train` / Forecaster.save")
         p.add_argument("--num_samples", type=int, default=100, help="sample paths per forecast")
@@ -116,31 +119,60 @@ def _parser(name: str):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from dforce.training.files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _overrides(args) -> dict:
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.schedule is not None and args.schedule not in ("autoregressive", "pyramid", "full_sequence", "trapezoid"):
+        raise ValueError(f"--schedule must be autoregressive, pyramid, full_sequence or trapezoid, got {args.schedule!r}")
     return {k: v for k, v in (("schedule", args.schedule), ("steps", args.steps)) if v is not None}
+
+
+def _check_common(args, out_suffix: str) -> None:
+    from dforce.cli.common import check_outputs
+
+    if args.num_samples < 1:
+        raise ValueError(f"--num_samples must be >= 1, got {args.num_samples}")
+    check_outputs(args.overwrite, out=args.out, plot=args.plot)
+    if not args.out.endswith(out_suffix):
+        raise ValueError(f"--out {args.out} must end in {out_suffix}")
+    if args.plot and not args.plot.endswith(".png"):
+        raise ValueError(f"--plot {args.plot} must end in .png")
+    _overrides(args)
 
 
 def cmd_train(argv: list[str]) -> int:
     from dforce.timeseries.forecaster import Forecaster, ForecasterConfig
 
+    from dforce.cli.common import check_config_files
+
     if argv and not argv[0].startswith("-"):
         argv = ["--config", argv[0], *argv[1:]]
+    check_config_files(argv)
     args = _parser("train").parse_args(argv)
+    from dforce.training import export_model
+    from dforce.training.export import check_export_path
+
     data = DataConfig(**vars(args.data)) if not isinstance(args.data, DataConfig) else args.data
     cfg = ForecasterConfig(**{k: v for k, v in vars(args.model).items()}) if not isinstance(args.model, ForecasterConfig) else args.model
+    cfg.check()
+    for name in ("max_steps", "batch_size", "width", "depth", "heads"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
+    if data.test_windows < 1:
+        raise ValueError(f"data.test_windows must be >= 1, got {data.test_windows}")
+    check_export_path(args.out, args.overwrite, option="--out")  # before any work: never replace the user's files
     frame = load_frame(data)
     train_frame, proto = split(frame, data, cfg.prediction_length, cfg.context_length)
     print(f"training on {len(train_frame)} steps x {train_frame.num_series} series ({cfg.max_steps} steps)", file=sys.stderr)
     fc = Forecaster(cfg).fit(train_frame)
-    path = fc.save(args.out)
     meta = {"data": asdict(data), "train_end": proto.train_end}
-    _atomic_write(Path(path) / "data.json", json.dumps(meta, indent=2))
+    path = export_model(fc.model, args.out, extra={"forecaster": asdict(fc.config), "features": fc.features.state()},
+                        overwrite=args.overwrite, files={"data.json": json.dumps(meta, indent=2)})
     print(f"saved {path}")
     return 0
 
@@ -150,6 +182,11 @@ def cmd_predict(argv: list[str]) -> int:
     from dforce.timeseries.forecaster import Forecaster
 
     args = _parser("predict").parse_args(argv)
+    _check_common(args, ".csv")
+    if args.horizon is not None and args.horizon < 1:
+        raise ValueError(f"--horizon must be >= 1 step (or left out for the model's prediction_length), got {args.horizon}")
+    if not args.quantiles or not all(0.0 < q < 1.0 for q in args.quantiles):
+        raise ValueError(f"--quantiles must be levels strictly between 0 and 1, got {args.quantiles}")
     fc = Forecaster.load(args.checkpoint)
     feats = fc.features
     kw = dict(time_col=args.time_col, id_col=args.id_col, value_col=args.value_col, freq=feats.freq)
@@ -163,6 +200,8 @@ def cmd_predict(argv: list[str]) -> int:
         if args.id_col is None:
             import pandas as pd
 
+            if not Path(args.future).is_file():
+                raise FileNotFoundError(f"--future {args.future} does not exist; give a CSV with the covariates of the horizon")
             df = pd.read_csv(args.future)
             for c in feats.columns:  # the future has no targets yet
                 if c not in df.columns:
@@ -176,10 +215,9 @@ def cmd_predict(argv: list[str]) -> int:
     out = fc.predict(history, args.horizon, args.num_samples, future=future, seed=args.seed, **_overrides(args))
     table = out.sample_frame() if args.samples else out.quantiles(args.quantiles)
     path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    from dforce.training.files import atomic_write
+
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
     if args.plot:
         from dforce.timeseries.plots import fan_chart
 
@@ -194,13 +232,17 @@ def cmd_eval(argv: list[str]) -> int:
     from dforce.timeseries.metrics import evaluate
 
     args = _parser("eval").parse_args(argv)
+    _check_common(args, ".json")
     data = DataConfig(**vars(args.data)) if not isinstance(args.data, DataConfig) else args.data
     fc = Forecaster.load(args.checkpoint)
     if data.dataset is None and data.csv is None:
         meta = Path(args.checkpoint) / "data.json"
         if not meta.is_file():
-            raise ValueError("no data given: pass --data.dataset or --data.csv")
-        data = DataConfig(**json.loads(meta.read_text())["data"])
+            raise ValueError(f"no data given and {meta} does not exist: pass --data.dataset or --data.csv")
+        try:
+            data = DataConfig(**json.loads(meta.read_text())["data"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{meta} is not a valid data record ({err}); pass --data.dataset or --data.csv") from None
     frame = load_frame(data)
     _, proto = split(frame, data, fc.config.prediction_length, fc.config.context_length)
     wins = rolling_windows(frame, proto)
@@ -232,13 +274,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("  eval CHECKPOINT [--data.dataset NAME]   rolling-window CRPS-sum, CRPS, MSE/MAE, coverage as JSON")
         return 0
     if argv[0] not in COMMANDS:
-        print(f"dforce forecast: unknown command {argv[0]!r}; choose train, predict or eval", file=sys.stderr)
+        print(f"error: unknown command {argv[0]!r} of dforce forecast; choose train, predict or eval", file=sys.stderr)
         return 2
-    try:
-        return COMMANDS[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        print(f"dforce forecast {argv[0]}: error: {err}", file=sys.stderr)
-        return 2
+    from dforce.cli.common import run_guarded
+
+    return run_guarded(lambda: COMMANDS[argv[0]](argv[1:]))
 
 
 if __name__ == "__main__":

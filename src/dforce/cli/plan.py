@@ -15,7 +15,10 @@ import os
 import sys
 from typing import Optional
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile
+
+from dforce.cli.common import Parser as ArgumentParser
+from dforce.cli.common import UserError, add_overwrite, check_outputs
 
 
 def _parser() -> ArgumentParser:
@@ -32,6 +35,7 @@ def _parser() -> ArgumentParser:
     g.add_argument("--action_noise", type=float, default=0.5, help="std of Gaussian action noise (D4RL --noisy: 0.5)")
     g.add_argument("--out", type=str, required=True, help="output .npz path (written atomically)")
     g.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    add_overwrite(g)
     sub.add_subcommand("generate-data", g)
 
     t = ArgumentParser(description="Train a planner (Diffusion Forcing, or the full-sequence baseline).")
@@ -42,6 +46,7 @@ def _parser() -> ArgumentParser:
     t.add_class_arguments(TrainSettings, "train", help="training loop")
     t.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads (default: torch's)")
     t.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    add_overwrite(t)
     sub.add_subcommand("train", t)
 
     e = ArgumentParser(description="Evaluate a planner with model-predictive control under D4RL's convention.")
@@ -57,23 +62,75 @@ def _parser() -> ArgumentParser:
     e.add_argument("--plot", type=Optional[str], default=None, help="PNG of plans and executed trajectories (first seed)")
     e.add_argument("--out", type=Optional[str], default=None, help="JSON file with the summary")
     e.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads (default: torch's)")
+    add_overwrite(e)
     sub.add_subcommand("eval", e)
     return p
 
 
 def _write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    from dforce.training.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+def _check_planner_folder(path: str, overwrite: bool) -> None:
+    """A planner folder may replace only an earlier planner folder, and only with --overwrite."""
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
+        raise UserError(f"--out {path} is an existing file; give a new folder name for the planner")
+    if os.path.isdir(path) and os.listdir(path):
+        if set(os.listdir(path)) - {"model.safetensors", "planner.json"}:
+            raise UserError(f"--out {path} is a folder with files dforce did not write; choose a new or empty folder")
+        if not overwrite:
+            raise UserError(f"--out {path} already holds a planner; pass --overwrite to replace it or choose another folder")
+
+
+def _check(cmd: str, a) -> None:
+    if a.get("threads") is not None and a.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {a.threads}")
+    if cmd == "generate-data":
+        if a.maze not in ("umaze", "medium", "large"):
+            raise UserError(f"--maze must be umaze, medium or large, got {a.maze!r}")
+        if a.steps is not None and a.steps < 1:
+            raise UserError(f"--steps must be >= 1, got {a.steps}")
+        if not a.out.endswith(".npz"):
+            raise UserError(f"--out {a.out} must end in .npz")
+        check_outputs(a.overwrite, out=a.out)
+    elif cmd == "train":
+        if not os.path.isfile(a.data):
+            raise UserError(f"--data {a.data} does not exist; create it with `dforce plan generate-data --out {a.data}`")
+        _check_planner_folder(a.out, a.overwrite)
+    else:
+        for name in ("episodes", "replan_every", "episode_len"):
+            if a.get(name) is not None and a.get(name) < 1:
+                raise UserError(f"--{name} must be >= 1, got {a.get(name)}")
+        if a.setting not in ("single_goal", "random"):
+            raise UserError(f"--setting must be single_goal or random, got {a.setting!r}")
+        if a.maze is not None and a.maze not in ("umaze", "medium", "large"):
+            raise UserError(f"--maze must be umaze, medium or large, got {a.maze!r}")
+        if not os.path.isdir(a.checkpoint):
+            raise UserError(f"--checkpoint {a.checkpoint} is not a folder; pass the folder written by `dforce plan train`")
+        check_outputs(a.overwrite, out=a.out, plot=a.plot)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from dforce.cli.common import report
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args)
+    except Exception as err:  # noqa: BLE001 - direct callers get the same one-line report as `dforce plan`
+        return report(err)
+
+
+def _main(argv: list[str]) -> int:
+    from dforce.cli.common import check_config_files
+
+    check_config_files(argv)
     parser = _parser()
-    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    cfg = parser.parse_args(argv)
     cmd = cfg.command
     a = cfg[cmd]
+    _check(cmd, a)
     import torch
 
     if cmd == "generate-data":
@@ -95,8 +152,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         data = load_dataset(a.data)
         model_cfg = PlannerConfig(**a.model.as_dict())
         if data["meta"].get("maze") not in (None, model_cfg.maze):
-            print(f"error: the dataset is for maze {data['meta']['maze']!r} but --model.maze is {model_cfg.maze!r}", file=sys.stderr)
-            return 2
+            raise UserError(f"the dataset {a.data} is for maze {data['meta']['maze']!r} but --model.maze is {model_cfg.maze!r}; "
+                            f"pass --model.maze {data['meta']['maze']}")
         planner = train_planner(model_cfg, data, TrainSettings(**a.train.as_dict()), progress=a.progress)
         planner.save(a.out)
         print(f"saved {a.out} ({planner.extra['train_seconds']:.0f}s of training)")

