@@ -216,7 +216,7 @@ MEMORY_WORKER = textwrap.dedent('''
     tokens = int(sys.argv[1])
     torch.manual_seed(0)
     m = DiffusionForcing(Transformer(dim=3, width=32, depth=2, heads=4), window=16).eval()
-    kw = dict(batch_size=4, schedule="full_sequence", steps=2, chunk_size=8, history_len=8, seed=0)
+    kw = dict(batch_size=4, scheduling="full_sequence", steps=2, chunk_size=8, history_len=8, seed=0)
     m.sample(horizon=64, **kw)  # warm-up: allocator caches, lazy imports
     base = rss_mb()
     peak = [base]

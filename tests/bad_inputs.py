@@ -33,7 +33,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-CORE_XFAIL = "core input checks (issue 10)"
 
 
 @dataclass
@@ -90,7 +89,7 @@ def build_template(root: Path) -> Path:
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
-    stats = dict(mean=[0.0, 0.0], std=[1.0, 1.0], sample={"steps": 4, "schedule": "autoregressive"})
+    stats = dict(mean=[0.0, 0.0], std=[1.0, 1.0], sample={"steps": 4, "scheduling": "autoregressive"})
     model = _tiny_model()
     good = _export(model, root / "model", **stats)
     _export(_tiny_model(frame_stack=2), root / "model_fs2", **stats)
@@ -321,27 +320,26 @@ def _sample_cases() -> list[Case]:
         _cli("sample", "out under a file", s("--out", "notes.txt/x.npy"), ["is a file, not a folder", "choose another path"], "notes.txt"),
         _cli("sample", "plot exists", s("--plot", "existing.png"), ["already exists", "--overwrite"], "existing.png"),
         _cli("sample", "plot not png", s("--plot", "p.jpg"), ["must end in .png"], "p.jpg"),
-        _cli("sample", "steps 0", s("--sample.steps", "0"), ["steps must be >= 1"]),
-        _cli("sample", "unknown schedule", s("--sample.schedule", "pyramidal"), ["unknown schedule 'pyramidal'", "choose one of"]),
-        _cli("sample", "eta negative", s("--sample.eta", "-1"), ["eta must be >= 0"]),
-        _cli("sample", "stabilization unknown", s("--sample.stabilization", "bogus"), ["unknown stabilization 'bogus'", "choose one of"]),
+        _cli("sample", "steps 0", s("--sample.steps", "0"), ["steps must be an integer >= 1"]),
+        _cli("sample", "unknown schedule", s("--sample.scheduling", "pyramidal"), ["unknown scheduling 'pyramidal'", "choose one of"]),
+        _cli("sample", "eta negative", s("--sample.eta", "-1"), ["eta must lie in [0, 1]"]),
+        _cli("sample", "history unknown", s("--sample.history", "bogus"), ["unknown history 'bogus'", "choose one of"]),
         _cli("sample", "stabilization_level 1.5", s("--sample.stabilization_level", "1.5"), ["stabilization_level must lie in [0, 1)"]),
         _cli("sample", "context_level negative", s("--sample.context_level", "-0.1"), ["context_level must lie in [0, 1)"]),
         _cli("sample", "chunk_size 0", s("--sample.chunk_size", "0"), ["chunk_size must be >= 1"]),
         _cli("sample", "history_len negative", s("--sample.history_len", "-2"), ["history_len must be >= 0"]),
         _cli("sample", "uncertainty_scale negative", s("--sample.uncertainty_scale", "-1"), ["uncertainty_scale must be >= 0"]),
-        _cli("sample", "level_spacing unknown", s("--sample.level_spacing", "log"), ["level spacing 'log'", "choose"]),
-        _cli("sample", "conditioning unknown", s("--sample.conditioning", "x"), ["unknown conditioning 'x'", "choose one of"]),
-        _cli("sample", "matrix file missing", s("--sample.schedule", "matrix/none.csv"), ["does not exist", ".npy or .csv"], "matrix/none.csv"),
-        _cli("sample", "matrix rises", s("--sample.schedule", "matrix/rises.csv"), ["non-increasing", "row"], "matrix/rises.csv"),
-        _cli("sample", "matrix non-integer", s("--sample.schedule", "matrix/float.csv"), ["integer levels"], "matrix/float.csv"),
-        _cli("sample", "matrix first row", s("--sample.schedule", "matrix/first_row.csv"), ["first row must be pure noise"], "matrix/first_row.csv"),
-        _cli("sample", "matrix last row", s("--sample.schedule", "matrix/last_row.csv"), ["last row must be clean"], "matrix/last_row.csv"),
-        _cli("sample", "matrix with header", s("--sample.schedule", "matrix/header.csv"), ["not a readable scheduling matrix", "without a header"], "matrix/header.csv"),
-        _cli("sample", "matrix negative", s("--sample.schedule", "matrix/negative.csv"), ["levels must lie in"], "matrix/negative.csv"),
-        _cli("sample", "matrix pickled", s("--sample.schedule", "matrix/object.npy"), ["not a readable scheduling matrix", "integer levels"], "matrix/object.npy"),
-        _cli("sample", "matrix 1-D", s("--sample.schedule", "matrix/one_d.npy"), ["2-D numeric matrix"], "matrix/one_d.npy"),
-        _cli("sample", "matrix steps disagree", s("--sample.schedule", "matrix/good.csv", "--sample.steps", "5"), ["levels up to 2", "--sample.steps 2"]),
+        _cli("sample", "level_spacing unknown", s("--sample.level_spacing", "log"), ["level_spacing 'log'", "choose"]),
+        _cli("sample", "matrix file missing", s("--sample.scheduling", "matrix/none.csv"), ["does not exist", ".npy or .csv"], "matrix/none.csv"),
+        _cli("sample", "matrix rises", s("--sample.scheduling", "matrix/rises.csv"), ["non-increasing", "row"], "matrix/rises.csv"),
+        _cli("sample", "matrix non-integer", s("--sample.scheduling", "matrix/float.csv"), ["integer levels"], "matrix/float.csv"),
+        _cli("sample", "matrix first row", s("--sample.scheduling", "matrix/first_row.csv"), ["first row must be pure noise"], "matrix/first_row.csv"),
+        _cli("sample", "matrix last row", s("--sample.scheduling", "matrix/last_row.csv"), ["last row must be clean"], "matrix/last_row.csv"),
+        _cli("sample", "matrix with header", s("--sample.scheduling", "matrix/header.csv"), ["not a readable scheduling matrix", "without a header"], "matrix/header.csv"),
+        _cli("sample", "matrix negative", s("--sample.scheduling", "matrix/negative.csv"), ["levels must lie in"], "matrix/negative.csv"),
+        _cli("sample", "matrix pickled", s("--sample.scheduling", "matrix/object.npy"), ["not a readable scheduling matrix", "integer levels"], "matrix/object.npy"),
+        _cli("sample", "matrix 1-D", s("--sample.scheduling", "matrix/one_d.npy"), ["2-D numeric matrix"], "matrix/one_d.npy"),
+        _cli("sample", "matrix steps disagree", s("--sample.scheduling", "matrix/good.csv", "--sample.steps", "5"), ["levels up to 2", "--sample.steps 2"]),
         _cli("sample", "context missing", s("--context", "ctx/none.npy"), ["does not exist", ".npy, .npz or .csv"], "ctx/none.npy"),
         _cli("sample", "context is a folder", s("--context", "ctx/a_dir.npy"), ["is a folder", "give a .npy"], "ctx/a_dir.npy"),
         _cli("sample", "context .txt", s("--context", "ctx/frames.txt"), ["unsupported file type .txt", "use .npy, .npz or .csv"], "ctx/frames.txt"),
@@ -412,9 +410,9 @@ def _train_cases() -> list[Case]:
         _cli("train", "precision unknown", t("train.precision=fp8"), ["unknown precision 'fp8'", "use 'bf16-mixed' or '32-true'"]),
         _cli("train", "ema_decay 1", t("train.ema_decay=1.0"), ["ema_decay must lie in [0, 1)"]),
         _cli("train", "checkpoint_every 0", t("train.checkpoint_every=0"), ["checkpoint_every must be >= 1"]),
-        _cli("train", "sample.schedule unknown", t("sample.schedule=pyramidal"), ["unknown schedule 'pyramidal'", "choose one of"]),
-        _cli("train", "sample.steps 0", t("sample.steps=0"), ["steps must be >= 1"]),
-        _cli("train", "sample.eta negative", t("sample.eta=-0.5"), ["eta must be >= 0"]),
+        _cli("train", "sample.scheduling unknown", t("sample.scheduling=pyramidal"), ["unknown scheduling 'pyramidal'", "choose one of"]),
+        _cli("train", "sample.steps 0", t("sample.steps=0"), ["steps must be an integer >= 1"]),
+        _cli("train", "sample.eta negative", t("sample.eta=-0.5"), ["eta must lie in [0, 1]"]),
         _cli("train", "out_dir is a file", [*base[:-2], "--out_dir", "notes.txt"], ["is an existing file", "give a folder"], "notes.txt"),
         _cli("train", "model/ is a user file", [*base[:-2], "--out_dir", "run_with_file"], ["is an existing file", "choose a new folder"], "run_with_file/model"),
         _cli("train", "model/ exists", [*base[:-2], "--out_dir", "."], ["already holds a dforce model", "--overwrite"], "model"),
@@ -498,7 +496,7 @@ def _schedule_cases() -> list[Case]:
 
 
 def _rollout_cases() -> list[Case]:
-    g = ["rollout", "generate", "video_model", "--num", "1", "--context", "2", "--horizon", "2", "--rollout.steps", "1"]
+    g = ["rollout", "generate", "video_model", "--num", "1", "--context", "2", "--horizon", "2", "--rollout.sampling.steps", "1"]
     return [
         _cli("rollout train", "method unknown", ["rollout", "train", "--method", "gan", "--out", "r"], ["--method must be df, tf or fs"]),
         _cli("rollout train", "steps 0", ["rollout", "train", "--steps", "0", "--out", "r"], ["--steps must be >= 1"]),
@@ -601,16 +599,16 @@ def _api_cases() -> list[Case]:
         _api("api loss", "reduction unknown", lambda r: m.loss(x(), reduction="sum"), ValueError, ["reduction must be 'mean' or 'none'"]),
         _api("api sample", "horizon 0", sample(horizon=0), ValueError, ["horizon"]),
         _api("api sample", "horizon -3", sample(horizon=-3), ValueError, ["horizon"]),
-        _api("api sample", "steps 0", sample(steps=0), ValueError, ["steps must be >= 1"]),
-        _api("api sample", "schedule unknown", sample(schedule="pyramidal"), ValueError, ["unknown scheduling matrix 'pyramidal'"]),
+        _api("api sample", "steps 0", sample(steps=0), ValueError, ["steps must be an integer >= 1"]),
+        _api("api sample", "schedule unknown", sample(scheduling="pyramidal"), ValueError, ["unknown scheduling 'pyramidal'"]),
         _api("api sample", "unknown option", sample(stepz=3), TypeError, ["unknown sampling option", "stepz"]),
         _api("api sample", "context NaN", sample(context=torch.full((1, 4, 2), float("nan"))), ValueError, ["NaN", "context_mask"]),
         _api("api sample", "context wrong frame size", sample(context=torch.zeros(1, 4, 3)), ValueError, ["context must have shape"]),
         _api("api sample", "precision fp16", sample(precision="fp16"), ValueError, ["precision must be 'fp32' or 'bf16'"]),
         _api("api sample", "stabilization_level 1.5", sample(stabilization_level=1.5), ValueError, ["stabilization_level must lie in [0, 1)"]),
-        _api("api sample", "history_len -2", sample(context=torch.zeros(1, 4, 2), history_len=-2), ValueError, ["history_len"], xfail=CORE_XFAIL),
-        _api("api sample", "batch_size disagrees with context", sample(context=torch.zeros(2, 4, 2), batch_size=5), ValueError, ["batch_size"], xfail=CORE_XFAIL),
-        _api("api sample", "batch_size 0", sample(batch_size=0), ValueError, ["batch_size"], xfail=CORE_XFAIL),
+        _api("api sample", "history_len -2", sample(context=torch.zeros(1, 4, 2), history_len=-2), ValueError, ["history_len"]),
+        _api("api sample", "batch_size disagrees with context", sample(context=torch.zeros(2, 4, 2), batch_size=5), ValueError, ["batch_size"]),
+        _api("api sample", "batch_size 0", sample(batch_size=0), ValueError, ["batch_size"]),
         _api("api sample", "chunk_size 0", sample(chunk_size=0), ValueError, ["chunk_size"]),
         _api("api sample", "eta negative", sample(eta=-1.0), ValueError, ["eta"]),
         _api("api scheduling", "tokens 0", lambda r: scheduling_matrix("pyramid", 0, 4), ValueError, ["tokens must be >= 1"]),

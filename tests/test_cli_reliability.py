@@ -56,10 +56,10 @@ def test_a_typed_option_equal_to_the_default_wins_over_the_saved_one(saved_model
 
 def test_custom_scheduling_matrix_from_a_file(saved_model, tmp_path):
     (tmp_path / "m.csv").write_text("2,2\n1,2\n0,1\n0,0\n")
-    out = _sample(saved_model, tmp_path / "s.npy", "--sample.schedule", str(tmp_path / "m.csv"), "--sample.chunk_size", "2")
+    out = _sample(saved_model, tmp_path / "s.npy", "--sample.scheduling", str(tmp_path / "m.csv"), "--sample.chunk_size", "2")
     model, _ = load_model(saved_model)
     m = torch.tensor([[2, 2], [1, 2], [0, 1], [0, 0]])
-    want = model.sample(batch_size=1, horizon=6, seed=0, config=SamplingConfig(schedule=m, steps=2, chunk_size=2, stabilization_level=0.1))
+    want = model.sample(batch_size=1, horizon=6, seed=0, config=SamplingConfig(scheduling=m, steps=2, chunk_size=2, stabilization_level=0.1))
     assert np.array_equal(out, want.numpy())
     assert main(["schedule", "show", str(tmp_path / "m.csv")]) == 0
 

@@ -119,7 +119,7 @@ def _model(frame_stack: int, window: int, causal: bool) -> DiffusionForcing:
 
 @SAMPLER
 @given(
-    schedule=st.sampled_from(["full_sequence", "autoregressive", "pyramid", "trapezoid"]),
+    matrix=st.sampled_from(["full_sequence", "autoregressive", "pyramid", "trapezoid"]),
     steps=st.integers(1, 4),
     window=st.integers(2, 6),
     horizon_tokens=st.integers(1, 10),
@@ -130,14 +130,14 @@ def _model(frame_stack: int, window: int, causal: bool) -> DiffusionForcing:
     causal=st.booleans(),
     data=st.data(),
 )
-def test_sampler_shape_calls_and_seed(schedule, steps, window, horizon_tokens, context_tokens, frame_stack, batch, eta, causal, data):
+def test_sampler_shape_calls_and_seed(matrix, steps, window, horizon_tokens, context_tokens, frame_stack, batch, eta, causal, data):
     chunk = data.draw(st.integers(1, window - 1), label="chunk_size")
     history = data.draw(st.integers(0, window - chunk), label="history_len")
     model = _model(frame_stack, window, causal)
     k = frame_stack
     horizon = horizon_tokens * k
     context = torch.randn(batch, context_tokens * k, 2) if context_tokens else None
-    kw = dict(horizon=horizon, schedule=schedule, steps=steps, eta=eta, chunk_size=chunk, history_len=history, seed=3)
+    kw = dict(horizon=horizon, scheduling=matrix, steps=steps, eta=eta, chunk_size=chunk, history_len=history, seed=3)
     if context is None:
         kw["batch_size"] = batch
     CountingTransformer.calls = 0
@@ -149,7 +149,7 @@ def test_sampler_shape_calls_and_seed(schedule, steps, window, horizon_tokens, c
     expected, remaining = 0, horizon_tokens
     while remaining > 0:
         new = min(chunk, remaining)
-        expected += _changed_rows(scheduling.scheduling_matrix(schedule, new, steps))
+        expected += _changed_rows(scheduling.scheduling_matrix(matrix, new, steps))
         remaining -= new
     assert calls == expected
     again = model.sample(context=context, **kw)

@@ -15,7 +15,7 @@ from dforce.sampling import SamplingConfig
 def build_parser():
     p = parser("dforce sample", "Sample from a model exported by `dforce train` (its model/ folder). Sampling options "
                "default to those saved with the model; every --sample.* option you type wins (even one equal to the default). "
-               "--sample.schedule also takes a .npy / .csv file holding a custom scheduling matrix [rows, tokens].")
+               "--sample.scheduling also takes a .npy / .csv file holding a custom scheduling matrix [rows, tokens].")
     p.add_argument("checkpoint", type=str, help="exported model folder (config.json + model.safetensors)")
     p.add_argument("--horizon", type=int, required=True, help="frames to generate (>= 1)")
     p.add_argument("--context", type=Optional[str], default=None,

@@ -51,7 +51,7 @@ PRECISIONS = ("fp32", "bf16")
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
     """The one precision switch: bf16 autocast of the network for ``precision='bf16'``."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
