@@ -93,9 +93,10 @@ def main(argv: list[str]) -> int:
     model = train(model, RandomWindows(series, length, seed=run.train.seed), run.train)
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed and dist.get_rank() != 0:
         return 0
     path = export_model(model, out / "model", extra={"mean": mean.tolist(), "std": std.tolist(),
                         "sample": sampling_options.to_json(sample)}, overwrite=overwrite)
-    print(f"exported the EMA model to {path}")
+    print(f"exported the EMA model to {path} (trained on {dist.get_world_size() if distributed else 1} process(es))")
     return 0
