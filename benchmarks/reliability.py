@@ -279,7 +279,7 @@ def threads(steps: int = 100) -> dict:
                             "--num_samples", "4", "--out", str(Path(tmp) / f"{label}.npy"), *extra], env=env, check=True,
                            capture_output=True)
             out[f"seconds_{label}"] = round(time.time() - t0, 1)
-    out["setup"] = (f"dforce sample of a {steps}-step model (transformer width 128, depth 4), 16 frames x 4 samples, "
+    out["setup"] = (f"dforce sample of a {steps}-step model (transformer width 128, depth 4), 2 frames x 4 samples, "
                     "process start included; torch_default = as many threads as CPUs (torch's default)")
     out["load_avg_1min"] = os.getloadavg()[0]
     return out
