@@ -300,7 +300,6 @@ def markdown(r: dict) -> str:
         f"| stale temporary files after the next start | {k['stale_temp_files']} (before it: {k['stale_temp_files_before_restart']}) |",
         f"| rollout peak RSS, 1k / 10k tokens | {m['tokens_1k_mb']} / {m['tokens_10k_mb']} MB (ratio {m['ratio_10k_over_1k']}; "
         f"growth during the rollout {m['tokens_1k_growth_mb']} / {m['tokens_10k_growth_mb']} MB) |",
-        "",
         f"| dforce sample, {r['threads']['cpus']} threads (torch's default) / {r['threads']['dforce_default_threads']} (dforce's) "
         f"| {r['threads']['seconds_torch_default']} s / {r['threads']['seconds_dforce_default']} s (load {r['threads']['load_avg_1min']:.1f}) |" if "threads" in r else "",
         "",
