@@ -258,6 +258,33 @@ def rollout_memory() -> dict:
     return out
 
 
+def threads(steps: int = 100) -> dict:
+    """Wall time of `dforce sample` (a 100-step model) with torch's default threads and with dforce's default."""
+    import json
+
+    from dforce.cli.common import default_threads
+
+    out = {"cpus": os.cpu_count(), "dforce_default_threads": default_threads() if "DFORCE_THREADS" not in os.environ else None}
+    with tempfile.TemporaryDirectory(prefix="dforce-threads-") as tmp:
+        from dforce import DiffusionForcing, Transformer
+        from dforce.training import export_model
+
+        torch.manual_seed(0)
+        model = DiffusionForcing(Transformer(dim=3, width=128, depth=4, heads=4), window=32)
+        export_model(model, Path(tmp) / "m", extra={"sample": {"steps": steps}})
+        env = {k: v for k, v in ENV.items() if k not in ("OMP_NUM_THREADS", "DFORCE_THREADS")}
+        for label, extra in (("torch_default", ["--threads", str(os.cpu_count())]), ("dforce_default", [])):
+            t0 = time.time()
+            subprocess.run([sys.executable, "-m", "dforce.cli.main", "sample", str(Path(tmp) / "m"), "--horizon", "2",
+                            "--num_samples", "4", "--out", str(Path(tmp) / f"{label}.npy"), *extra], env=env, check=True,
+                           capture_output=True)
+            out[f"seconds_{label}"] = round(time.time() - t0, 1)
+    out["setup"] = (f"dforce sample of a {steps}-step model (transformer width 128, depth 4), 2 frames x 4 samples, "
+                    "process start included; torch_default = as many threads as CPUs (torch's default)")
+    out["load_avg_1min"] = os.getloadavg()[0]
+    return out
+
+
 def markdown(r: dict) -> str:
     b, rs, k, m = r["bad_inputs"], r["resume"], r["kill_during_write"], r["rollout_memory"]
     lines = [
@@ -273,6 +300,8 @@ def markdown(r: dict) -> str:
         f"| stale temporary files after the next start | {k['stale_temp_files']} (before it: {k['stale_temp_files_before_restart']}) |",
         f"| rollout peak RSS, 1k / 10k tokens | {m['tokens_1k_mb']} / {m['tokens_10k_mb']} MB (ratio {m['ratio_10k_over_1k']}; "
         f"growth during the rollout {m['tokens_1k_growth_mb']} / {m['tokens_10k_growth_mb']} MB) |",
+        f"| dforce sample, {r['threads']['cpus']} threads (torch's default) / {r['threads']['dforce_default_threads']} (dforce's) "
+        f"| {r['threads']['seconds_torch_default']} s / {r['threads']['seconds_dforce_default']} s (load {r['threads']['load_avg_1min']:.1f}) |" if "threads" in r else "",
         "",
         "Sampling-side checks pending in the core (issue 10), not counted above: "
         + ", ".join(f"{k2} ({v})" for k2, v in b["pending_core_input_checks"].items()), "",
@@ -287,7 +316,7 @@ def main() -> None:
     ap.add_argument("--resume_steps", type=int, default=60, help="training steps of each exact-resume run")
     ap.add_argument("--resume_kills", type=int, default=2, help="kills per exact-resume run")
     ap.add_argument("--precisions", default="32-true,bf16-mixed", help="precisions of the exact-resume runs")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: bad_inputs,resume,kill_during_write,rollout_memory")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: bad_inputs,resume,kill_during_write,rollout_memory,threads")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
     result = {"git_sha": git_sha(), "command": "python benchmarks/reliability.py " + " ".join(sys.argv[1:]), "machine": machine()}
@@ -304,6 +333,9 @@ def main() -> None:
     if "rollout_memory" not in skip:
         result["rollout_memory"] = rollout_memory()
         print("rollout memory:", result["rollout_memory"], flush=True)
+    if "threads" not in skip:
+        result["threads"] = threads()
+        print("threads:", result["threads"], flush=True)
     result["seconds"] = round(time.time() - t0, 1)
     if skip:
         print("parts skipped: results not written")
