@@ -160,7 +160,7 @@ class Trainer:
             for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
                 pe.mul_(d).add_(pm.detach(), alpha=1 - d)
         self.step_i += 1
-        return float(loss)
+        return float(loss.detach())
 
     def fork(self) -> "Trainer":
         other = copy.copy(self)
@@ -358,6 +358,68 @@ def check_goals(res: dict) -> list[str]:
     return out
 
 
+ABLATION_NOISES = ("independent", "autoregressive", "pyramid", "independent:0.5,autoregressive:0.5", DEFAULT_NOISE)
+
+
+def run_ablation(name: str, cfg: BenchConfig, log, seed: int = 0) -> dict:
+    """Training-noise patterns (DF AR rollouts, default sampling), then stabilization level x variant and
+    sampling steps on the default-noise model; one seed."""
+    s = SETTINGS[name]
+    train, test, reference = load_system(name, s, cfg, seed)
+    horizon = cfg.rollout_windows * s.window
+    truth = test[: cfg.num_rollouts, s.context :]
+    ctx = test[: cfg.num_rollouts, : s.context]
+    out: dict = {"training_noise": {}, "stabilization": {}, "steps": {}}
+
+    def score(model, **over):
+        t0 = time.time()
+        r = evaluate(sample(model, ctx, horizon, s, cfg, "df_ar", seed, **over), truth, reference, s.window, False)
+        r.update(short_horizon(model, "df_ar", test, s, cfg, seed) if not over else {})
+        r["sample_seconds"] = round(time.time() - t0, 1)
+        return {k: v for k, v in r.items() if k != "w1_per_segment"}
+
+    models = {}
+    for noise in ABLATION_NOISES:
+        torch.manual_seed(seed)
+        tr = Trainer(make_model(train.shape[-1], s, noise), cfg, cfg.train_steps, seed)
+        data = batches(train, s.window, cfg.batch_size, torch.Generator().manual_seed(seed))
+        for _ in range(cfg.train_steps):
+            tr.step(next(data))
+        models[noise] = tr.ema
+        out["training_noise"][noise] = score(tr.ema)
+        log(f"  noise {noise}: {out['training_noise'][noise]}")
+    model = models[cfg.training_noise]
+    for variant in ("noise", "relabel"):
+        for level in (0.0, 0.02, 0.05, 0.1, 0.2):
+            if variant == "relabel" and level == 0.0:
+                continue
+            r = score(model, stabilization=variant, stabilization_level=level)
+            out["stabilization"][f"{variant}@{level}"] = r
+            log(f"  stabilization {variant}@{level}: {r}")
+    for steps in (4, 10, 20, 40):
+        r = score(model, steps=steps)
+        out["steps"][str(steps)] = r
+        log(f"  steps {steps}: {r}")
+    return out
+
+
+def ablation_markdown(res: dict) -> str:
+    lines = ["# Dynamics ablations", "", f"Command: `{res['command']}`  ", f"git sha: `{res['git_sha']}`  ",
+             f"System {res['system']}, seed 0, {res['config']['train_steps']} training steps per model, DF AR rollouts of "
+             f"10x the window ({res['config']['num_rollouts']} rollouts), {res['config']['steps']} sampling steps unless varied. "
+             f"Wall time {res['total_seconds']:.0f} s.", ""]
+    for part, title in (("training_noise", "training noise (stabilization noise@0.02)"),
+                        ("stabilization", f"stabilization variant@level (model: `{res['config']['training_noise']}`)"),
+                        ("steps", "sampling steps")):
+        lines += [f"## {title}", "", "| setting | W1 last segment | diverged | roughness | CRPS first 8 | MSE first 8 |", "|---|---|---|---|---|---|"]
+        for k, r in res["ablation"][part].items():
+            crps = f"{r['crps_first8']:.3f}" if "crps_first8" in r else "-"
+            mse = f"{r['mse_first8']:.3f}" if "mse_first8" in r else "-"
+            lines.append(f"| `{k}` | {r['w1_last']:.3f} | {r['diverged_fraction']:.2f} | {r['roughness_ratio']:.2f} | {crps} | {mse} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def git_sha() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__), text=True).strip()
@@ -372,6 +434,7 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
     ap.add_argument("--train-steps", type=int, default=None)
     ap.add_argument("--training-noise", default=None)
+    ap.add_argument("--ablation", default=None, metavar="SYSTEM", help="run the ablation sweeps on one system instead")
     ap.add_argument("--name", default=None, help="results name (default: dynamics, or nothing written with --quick)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -390,6 +453,14 @@ def main(argv: Optional[list] = None) -> int:
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     res = {"systems": {}, "config": asdict(cfg), "machine": machine(), "git_sha": git_sha(),
            "command": "python " + " ".join([os.path.relpath(__file__, os.getcwd()), *(argv if argv is not None else sys.argv[1:])])}
+    if args.ablation:
+        res = {"system": args.ablation, "ablation": run_ablation(args.ablation, cfg, log), "config": asdict(cfg),
+               "machine": machine(), "git_sha": res["git_sha"], "command": res["command"]}
+        res["total_seconds"] = round(time.time() - t0, 1)
+        name = args.name or (None if args.quick else f"dynamics_ablation_{args.ablation}")
+        if name:
+            log("wrote", *write_results(name, res, ablation_markdown(res)))
+        return 0
     for name in cfg.systems:
         log(f"== {name}")
         res["systems"][name] = run_system(name, cfg, log)
