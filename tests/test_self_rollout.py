@@ -51,3 +51,15 @@ def test_finetune_updates_the_model_and_validates():
         SelfRolloutConfig(rollout_tokens=7).check(8)
     with pytest.raises(ValueError, match="full windows"):
         self_rollout_loss(model, torch.randn(2, 6, 2))
+
+
+def test_lightning_module_uses_the_self_rollout_loss(monkeypatch):
+    import dforce.training.self_rollout as sr
+
+    model = _model()
+    module = sr.lightning_module(model, config=SelfRolloutConfig(rollout_tokens=2, sampling_steps=1))
+    calls = []
+    monkeypatch.setattr(sr, "self_rollout_loss", lambda m, x, c: calls.append(x.shape) or torch.zeros((), requires_grad=True))
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    module.training_step(torch.randn(3, 8, 2), 0)
+    assert calls == [(3, 8, 2)]

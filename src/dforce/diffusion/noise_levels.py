@@ -31,6 +31,11 @@ import torch
 from torch import Tensor
 
 TRAINING_NOISE = ("independent", "full_sequence", "teacher_forcing", "uniform_future", "autoregressive", "pyramid")
+DEFAULT_TRAINING_NOISE = "independent:0.25,autoregressive:0.5,pyramid:0.25"
+"""The recipe the dynamics benchmark supports (benchmarks/results/dynamics.md, ablation in
+dynamics_ablation_lorenz63.md): a quarter of the sequences with the paper's independent levels
+(noise as masking: any history pattern), the rest with the patterns autoregressive and pyramid
+sampling feed the network."""
 HISTORY_LEVEL_MAX = 0.1
 """History tokens of the ``autoregressive`` pattern get levels uniform in ``[0, HISTORY_LEVEL_MAX]``
 (covers every stabilization level up to 0.1)."""

@@ -45,8 +45,8 @@ class SelfRolloutConfig:
         prob: fraction of batches that use the self-rollout loss (the rest: the plain loss).
     """
 
-    rollout_tokens: int = 4
-    sampling_steps: int = 4
+    rollout_tokens: int = 2
+    sampling_steps: int = 10
     stabilization_level: float = 0.02
     prob: float = 1.0
 
@@ -77,7 +77,8 @@ def self_rollout_loss(
     with torch.no_grad():
         own = model.sample(
             context=x[:, : c * k], horizon=g * k, steps=config.sampling_steps, schedule="autoregressive",
-            stabilization_level=config.stabilization_level, seed=seed, cache="window", chunk_size=g,
+            stabilization_level=config.stabilization_level, seed=seed, cache="window", chunk_size=1,
+            history_len=model.window - 1,  # one token per window: every generated token is stabilized (see TODO(core) in dforce.dynamics.experiment)
         )
     model.train(was_training)
     xm = torch.cat([x[:, : c * k], own.to(x.dtype), x[:, (c + g) * k :]], 1)
@@ -113,3 +114,27 @@ def finetune(
         opt.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def lightning_module(model, train_config=None, config: Optional[SelfRolloutConfig] = None):
+    """A :class:`~dforce.training.lightning.DiffusionForcingModule` whose training step uses
+    :func:`self_rollout_loss` (with probability ``config.prob``; batches with conditions or masks
+    fall back to the plain loss). Use it with a Lightning ``Trainer`` to fine-tune a trained model::
+
+        module = lightning_module(model, TrainConfig(max_steps=300), SelfRolloutConfig())
+        pl.Trainer(max_steps=300).fit(module, loader)
+    """
+    from dforce.training.lightning import DiffusionForcingModule, TrainConfig, unpack_batch
+
+    sr = (config or SelfRolloutConfig()).check(model.window)
+
+    class SelfRolloutModule(DiffusionForcingModule):
+        def training_step(self, batch, batch_idx: int) -> Tensor:
+            x, cond, mask = unpack_batch(batch)
+            if cond is not None or mask is not None or (sr.prob < 1.0 and float(torch.rand(())) >= sr.prob):
+                return super().training_step(batch, batch_idx)
+            loss = self_rollout_loss(self.model, x, sr)
+            self.log("train/self_rollout_loss", loss, prog_bar=True, batch_size=x.shape[0])
+            return loss
+
+    return SelfRolloutModule(model, train_config or TrainConfig())
