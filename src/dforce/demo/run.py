@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from dforce.diffusion.noise_levels import DEFAULT_TRAINING_NOISE
-from dforce.dynamics.experiment import SETTINGS, RunConfig, Trainer, batches, evaluate, load_system, make_model, sample, short_horizon
+from dforce.dynamics.experiment import SETTINGS, RunConfig, Trainer, batches, evaluate, load_system, sample, short_horizon
+from dforce.dynamics.experiment import make_model as _make_model
+from dforce.dynamics.systems import SYSTEM_DIMS
 from dforce.training import export_model
 
 DEMO_SYSTEM = "kuramoto_sivashinsky"
@@ -45,6 +47,8 @@ class DemoConfig:
         training_noise: DF's training noise levels (a name or a ``name:weight,...`` mixture).
         width: transformer width (None: the benchmark's setting for the system).
         depth: transformer blocks (None: the benchmark's setting).
+        train_trajectories: training trajectories generated (None: the benchmark's setting).
+        train_length: states per training trajectory (None: the benchmark's setting).
         rollout_windows: rollout length in training windows (10 = 10x the training length).
         num_rollouts: rollouts per model (each from a different test trajectory).
         steps: sampling steps per token.
@@ -60,12 +64,28 @@ class DemoConfig:
     training_noise: str = DEFAULT_TRAINING_NOISE
     width: Optional[int] = None
     depth: Optional[int] = None
+    train_trajectories: Optional[int] = None
+    train_length: Optional[int] = None
     rollout_windows: int = 10
     num_rollouts: int = 32
     steps: int = 10
     stabilization_level: float = 0.02
     seed: int = 0
     threads: int = 0
+
+
+def demo_setting(cfg: DemoConfig):
+    """The benchmark's settings for ``cfg.system`` with the demo's width / depth overrides."""
+    if cfg.system not in SETTINGS:
+        raise ValueError(f"unknown system {cfg.system!r}; choose one of {sorted(SETTINGS)}")
+    s = SETTINGS[cfg.system]
+    return replace(s, width=cfg.width or s.width, depth=cfg.depth or s.depth, train_traj=cfg.train_trajectories or s.train_traj,
+                   train_len=cfg.train_length or s.train_len)
+
+
+def make_model(cfg: DemoConfig, training_noise: str):
+    """The demo's model for ``cfg.system`` (causal transformer, v-parametrization, min-SNR weighting)."""
+    return _make_model(SYSTEM_DIMS[cfg.system], demo_setting(cfg), training_noise)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -90,12 +110,9 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     t_start = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.system not in SETTINGS:
-        raise ValueError(f"unknown system {cfg.system!r}; choose one of {sorted(SETTINGS)}")
+    s = demo_setting(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS[cfg.system]
-    s = replace(s, width=cfg.width or s.width, depth=cfg.depth or s.depth)
     run = RunConfig(train_steps=cfg.train_steps, batch_size=cfg.batch_size, steps=cfg.steps,
                     stabilization_level=cfg.stabilization_level, rollout_windows=cfg.rollout_windows,
                     num_rollouts=cfg.num_rollouts, short_contexts=min(16, cfg.num_rollouts), short_ensemble=8)
@@ -109,7 +126,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     for name, noise, method in (("diffusion_forcing", cfg.training_noise, "df_ar"),
                                 ("teacher_forcing", "teacher_forcing", "teacher_forcing")):
         torch.manual_seed(cfg.seed)
-        tr = Trainer(make_model(train.shape[-1], s, noise), run, run.train_steps, cfg.seed)
+        tr = Trainer(make_model(cfg, noise), run, run.train_steps, cfg.seed)
         data = batches(train, s.window, run.batch_size, torch.Generator().manual_seed(cfg.seed))
         t0 = time.time()
         log(f"training {name} ({run.train_steps} steps, training noise {noise!r}) ...")
@@ -203,7 +220,7 @@ def plot_demo(path: Path, truth: np.ndarray, rollouts: dict, results: dict, cont
 def quick_config(out_dir: str, **kw) -> DemoConfig:
     """Tiny settings for tests (seconds, not minutes)."""
     base = dict(out_dir=out_dir, system="lorenz63", train_steps=20, batch_size=8, width=16, depth=1, rollout_windows=10,
-                num_rollouts=2, steps=2)
+                num_rollouts=2, steps=2, train_trajectories=2, train_length=200)
     base.update(kw)
     return DemoConfig(**base)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from dforce.demo.lorenz import lorenz63
 
-__all__ = ["SYSTEMS", "double_well", "generate", "kuramoto_sivashinsky", "lorenz63"]
+__all__ = ["SYSTEMS", "SYSTEM_DIMS", "double_well", "generate", "kuramoto_sivashinsky", "lorenz63"]
 
 
 def double_well(
@@ -92,6 +92,8 @@ SYSTEMS = {
     "double_well": lambda n_traj, n_steps, seed: double_well(n_traj, n_steps, seed=seed),
     "kuramoto_sivashinsky": lambda n_traj, n_steps, seed: kuramoto_sivashinsky(n_traj, n_steps, seed=seed),
 }
+
+SYSTEM_DIMS = {"lorenz63": 3, "double_well": 2, "kuramoto_sivashinsky": 64}
 
 
 def generate(name: str, n_traj: int, n_steps: int, seed: int = 0) -> np.ndarray:
