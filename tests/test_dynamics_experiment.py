@@ -48,3 +48,41 @@ def test_trainer_lowers_the_loss_and_keeps_an_ema():
     tr.step_i = 200
     tr.step(next(data))
     assert any((a != b).any() for a, b in zip(tr.ema.parameters(), tr.model.parameters()))
+
+
+class _ConstX0(torch.nn.Module):
+    """A causal 'network' whose x0 prediction is always C (v-parametrization), recording its levels."""
+
+    causal = True
+    token_shape = (3,)
+
+    def __init__(self, schedule, c: float) -> None:
+        super().__init__()
+        self.schedule, self.c, self.p, self.levels = schedule, c, torch.nn.Parameter(torch.zeros(())), []
+
+    def forward(self, x, t, cond=None):
+        self.levels.append(t.clone())
+        a, s = (v[..., None] for v in self.schedule.alpha_sigma(t))
+        eps = (x - a * self.c) / s.clamp_min(1e-8)
+        return a * eps - s * self.c
+
+
+def test_rollout_outputs_reach_level_zero_without_stabilization_noise():
+    """What the jagged-rollout question needs from the sampler: the last step lands on x0_hat exactly,
+    and the noise added to stabilized history never leaks into the generated tokens."""
+    from dforce import DiffusionForcing
+    from dforce.diffusion.schedules import get_schedule
+
+    net = _ConstX0(get_schedule("cosine"), 0.5)
+    model = DiffusionForcing(net, window=16, training_noise="autoregressive").eval()
+    ctx = torch.randn(2, 8, 3)
+    for variant in ("noise", "relabel"):
+        for schedule, chunk in (("autoregressive", 1), ("pyramid", 4)):
+            y = model.sample(context=ctx, horizon=24, steps=5, schedule=schedule, stabilization=variant, stabilization_level=0.3,
+                             chunk_size=chunk, history_len=16 - chunk, seed=0)
+            assert (y - 0.5).abs().max() < 1e-5
+    # with one token per window every generated history token is fed at the stabilization level
+    net.levels.clear()
+    model.sample(context=ctx, horizon=12, steps=3, stabilization_level=0.05, chunk_size=1, history_len=15, seed=0)
+    last = net.levels[-1][0]
+    assert torch.allclose(last[:4], torch.zeros(4)) and torch.allclose(last[4:15], torch.full((11,), 0.05))
