@@ -8,7 +8,7 @@ from dforce.demo.run import DemoConfig, main_demo
 
 def main(argv: list[str]) -> int:
     p = parser("dforce demo", "Train Diffusion Forcing and a teacher-forcing baseline the same way on data "
-               "generated on the spot (default: Lorenz-63; --system double_well | kuramoto_sivashinsky), "
+               "generated on the spot (default: a stochastic double-well oscillator; --system lorenz63 | kuramoto_sivashinsky), "
                "roll both out 10x past the training window with stabilization, and write a PNG "
                "and a metrics JSON (distance to the true stationary law per rollout segment, roughness, short-horizon CRPS, "
                "a verdict). About 3-5 minutes on 2 CPU cores.")
