@@ -11,7 +11,7 @@ def main(argv: list[str]) -> int:
                "generated on the spot (default: a stochastic double-well oscillator; --system lorenz63 | kuramoto_sivashinsky), "
                "roll both out 10x past the training window with stabilization, and write a PNG "
                "and a metrics JSON (distance to the true stationary law per rollout segment, roughness, short-horizon CRPS, "
-               "a verdict). About 3-5 minutes on 2 CPU cores.")
+               "a verdict). About 1.5-3 minutes on 2 CPU cores.")
     p.add_class_arguments(DemoConfig, None)
     a = p.parse_args(normalize_argv(argv))
     main_demo(DemoConfig(**{k: v for k, v in vars(a).items() if k != "__path__"}))
