@@ -19,7 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_results  # noqa: E402
 
-from dforce.demo.run import DemoConfig, make_model  # noqa: E402
+from dforce.demo.run import DemoConfig, demo_setting, make_model  # noqa: E402
+from dforce.dynamics.systems import SYSTEM_DIMS  # noqa: E402
 
 
 def train_rate(model, batch, bf16: bool, steps: int) -> float:
@@ -42,7 +43,7 @@ def sample_rate(model, context, horizon: int, cfg: DemoConfig, bf16: bool) -> fl
     out = model.sample(context=context, horizon=horizon, steps=cfg.steps, stabilization_level=cfg.stabilization_level,
                        precision="bf16" if bf16 else "fp32", seed=0)
     dt = time.perf_counter() - t0
-    return out.shape[0] * out.shape[1] / cfg.frame_stack / dt  # tokens per second
+    return out.shape[0] * out.shape[1] / dt  # tokens per second (one frame per token)
 
 
 def main() -> None:
@@ -54,9 +55,10 @@ def main() -> None:
     cfg = DemoConfig()
     torch.manual_seed(0)
     model = make_model(cfg, "independent")
-    frames = cfg.window * cfg.frame_stack
-    batch = torch.randn(cfg.batch_size, frames, 3)
-    context = torch.randn(cfg.num_rollouts, cfg.context_frames, 3)
+    setting, dim = demo_setting(cfg), SYSTEM_DIMS[cfg.system]
+    frames = setting.window
+    batch = torch.randn(cfg.batch_size, frames, dim)
+    context = torch.randn(cfg.num_rollouts, setting.context, dim)
     horizon = args.horizon_windows * frames
     rates = {"train": {"fp32": [], "bf16": []}, "sample": {"fp32": [], "bf16": []}}
     for _ in range(args.repeats):
@@ -66,7 +68,7 @@ def main() -> None:
     med = {k: {n: statistics.median(v) for n, v in d.items()} for k, d in rates.items()}
     data = {
         "machine": machine(),
-        "config": {"width": cfg.width, "depth": cfg.depth, "window_tokens": cfg.window, "frame_stack": cfg.frame_stack,
+        "config": {"system": cfg.system, "width": setting.width, "depth": setting.depth, "window_tokens": setting.window, "frame_stack": 1,
                    "batch_size": cfg.batch_size, "sampling_steps": cfg.steps, "rollouts": cfg.num_rollouts,
                    "schedule": "autoregressive", "repeats": args.repeats},
         "train_steps_per_s": {k: round(v, 3) for k, v in med["train"].items()},

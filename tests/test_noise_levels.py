@@ -1,7 +1,85 @@
+"""Named training-noise patterns (autoregressive, pyramid) and weighted mixtures."""
+
 import pytest
 import torch
 
-from dforce.diffusion import stack_frames, training_noise_levels, unstack_frames
+from dforce import DiffusionForcing
+from dforce.diffusion import stack_frames, unstack_frames
+from dforce.diffusion.noise_levels import HISTORY_LEVEL_MAX, parse_training_noise, training_noise_levels
+
+
+class SpyBackbone(torch.nn.Module):
+    """Records what the network is fed; predicts zeros (plus a learnable scalar)."""
+
+    causal = True
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.token_shape = (dim,)
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, x, t, cond=None):
+        self.calls.append({"x": x.detach().clone(), "t": t.detach().clone()})
+        return torch.zeros_like(x) + self.bias
+
+
+def test_autoregressive_pattern_clean_history_noisy_present_pure_future():
+    g = torch.Generator().manual_seed(0)
+    t, m = training_noise_levels("autoregressive", 512, 12, generator=g)
+    # exactly one "present" token per row: the last one in the loss
+    h = m.long().sum(1) - 1
+    assert h.min() == 0 and h.max() == 11 and len(h.unique()) == 12  # boundary 0 (no history) included
+    pos = torch.arange(12)[None]
+    hist = pos < h[:, None]
+    assert (t[hist] <= HISTORY_LEVEL_MAX).all() and t[hist].max() > 0.8 * HISTORY_LEVEL_MAX
+    assert (t[pos > h[:, None]] == 1).all() and not m[pos > h[:, None]].any()
+    present = t[torch.arange(512), h]
+    assert 0.4 < present.mean() < 0.6 and present.min() < 0.05 and present.max() > 0.95
+    t, m = training_noise_levels("autoregressive", 16, 12, history_len=5, generator=g)
+    assert (t[:, :5] <= HISTORY_LEVEL_MAX).all() and (t[:, 6:] == 1).all() and m[:, :6].all() and not m[:, 6:].any()
+
+
+def test_pyramid_pattern_is_monotone_up_to_jitter_and_spans_slopes():
+    g = torch.Generator().manual_seed(0)
+    t, m = training_noise_levels("pyramid", 2048, 16, generator=g)
+    assert m.all() and t.min() >= 0 and t.max() <= 1
+    assert (t[:, 1:] - t[:, :-1] >= -0.05 - 1e-6).all()  # rises along the window (jitter of +-0.025)
+    steps = (t[:, 1:] - t[:, :-1]).clamp(min=0).max(1).values
+    assert steps.max() > 0.6 and steps.min() < 0.15  # steep (near autoregressive) and slow rises
+    assert ((t > 0.05) & (t < 0.95)).float().mean() > 0.2
+
+
+def test_mixture_picks_one_component_per_sequence_with_its_weight():
+    g = torch.Generator().manual_seed(0)
+    t, m = training_noise_levels("full_sequence:3,teacher_forcing:1", 4000, 8, generator=g)
+    is_tf = ~m.all(1)  # teacher forcing: one target token; full sequence: all of them
+    assert abs(is_tf.float().mean() - 0.25) < 0.03
+    assert (t[~is_tf] == t[~is_tf][:, :1]).all()  # full-sequence rows share one level
+    assert (m[is_tf].sum(1) == 1).all()
+
+
+def test_parse_and_validation():
+    assert parse_training_noise("independent") == {"independent": 1.0}
+    assert parse_training_noise("independent:1, autoregressive:3") == {"independent": 0.25, "autoregressive": 0.75}
+    for bad, msg in [("indep:1", "unknown training noise"), ("independent:0", "positive"), ("independent:x", "not a number"),
+                     ("independent:1,independent:2", "twice"), ("", "name or"), ("pyramid:-1", "positive")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_training_noise(bad)
+    with pytest.raises(ValueError, match="unknown training noise"):
+        DiffusionForcing(SpyBackbone(dim=2), window=4, training_noise="independent:1,bogus:1")
+
+
+def test_model_feeds_the_mixture_levels_to_the_network():
+    spy = SpyBackbone(dim=2)
+    model = DiffusionForcing(spy, window=10, training_noise="autoregressive")
+    model.loss(torch.randn(64, 10, 2), generator=torch.Generator().manual_seed(0))
+    t = spy.calls[-1]["t"]
+    # every row: small levels, then one free level, then pure noise
+    for row in t:
+        ones = (row == 1).nonzero()
+        first_one = int(ones[0]) if len(ones) else 10
+        assert (row[: max(first_one - 1, 0)] <= HISTORY_LEVEL_MAX).all() and (row[first_one:] == 1).all()
 
 
 def test_training_noise_levels_shapes_and_rules():

@@ -17,7 +17,13 @@ from typing import Any, Iterator, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from dforce.diffusion.noise_levels import check_training_noise, stack_frames, training_noise_levels, unstack_frames
+from dforce.diffusion.noise_levels import (
+    DEFAULT_TRAINING_NOISE,
+    check_training_noise,
+    stack_frames,
+    training_noise_levels,
+    unstack_frames,
+)
 from dforce.diffusion.parametrization import check_parametrization, target, to_x0_eps
 from dforce.diffusion.schedules import NoiseSchedule, expand_like, get_schedule
 from dforce.diffusion.weighting import check_weighting, loss_weight
@@ -37,8 +43,10 @@ class DiffusionForcing(nn.Module):
         schedule_kwargs: arguments of the noise schedule (e.g. ``{"shift": 0.125}``).
         parametrization: ``eps``, ``x0``, ``v`` or ``flow``.
         weighting: ``uniform``, ``min_snr``, ``sigmoid`` or ``fused_snr`` (on the eps-MSE).
-        training_noise: ``independent`` (Diffusion Forcing), ``full_sequence``,
-            ``teacher_forcing`` or ``uniform_future``.
+        training_noise: ``independent`` (the Diffusion Forcing paper), ``full_sequence``,
+            ``teacher_forcing``, ``uniform_future``, ``autoregressive``, ``pyramid`` or a weighted
+            mixture ``"name:weight,..."``; the default ``DEFAULT_TRAINING_NOISE`` mixes independent
+            levels with the autoregressive and pyramid patterns (see docs/guide.md, "Which recipe when").
         history_len: fixed history length for ``teacher_forcing`` / ``uniform_future``
             (None: random per sequence).
         frame_stack: frames packed into one token.
@@ -56,7 +64,7 @@ class DiffusionForcing(nn.Module):
         schedule_kwargs: Optional[dict] = None,
         parametrization: str = "v",
         weighting: str = "min_snr",
-        training_noise: str = "independent",
+        training_noise: str = DEFAULT_TRAINING_NOISE,
         history_len: Optional[int] = None,
         frame_stack: int = 1,
         cond_dropout: float = 0.0,

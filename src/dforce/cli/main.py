@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dforce.cli.train", "train a model from a config file: dforce train CONFIG.yaml [key=value ...]"),
     "sample": ("dforce.cli.sample", "sample from an exported checkpoint: dforce sample CHECKPOINT --horizon N"),
     "schedule": ("dforce.cli.schedule", "print or plot a scheduling matrix: dforce schedule show pyramid --tokens 8 --steps 10"),
-    "demo": ("dforce.cli.demo", "train DF and teacher forcing on Lorenz-63 and roll out 10x the window (about 5 min on 2 CPU cores)"),
+    "demo": ("dforce.cli.demo", "train DF and teacher forcing on a dynamical system and roll out 10x the window (about 1.5-3 min on 2 CPU cores)"),
     "forecast": ("dforce.cli.forecast", "probabilistic time-series forecasting: dforce forecast {train,predict,eval}"),
     "rollout": ("dforce.cli.video", "video: train, roll out and evaluate video models: dforce rollout {train,generate,eval}"),
     "plan": ("dforce.cli.plan", "maze planning: dforce plan {generate-data,train,eval}"),

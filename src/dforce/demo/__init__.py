@@ -1,1 +1,1 @@
-"""The ``dforce demo``: Diffusion Forcing against teacher forcing on the Lorenz-63 attractor."""
+"""The ``dforce demo``: Diffusion Forcing against teacher forcing on a dynamical system, rolled out 10x the window."""

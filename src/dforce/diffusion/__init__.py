@@ -1,6 +1,13 @@
 """Core diffusion math: noise schedules, parametrizations, loss weightings, training noise levels."""
 
-from dforce.diffusion.noise_levels import TRAINING_NOISE, stack_frames, training_noise_levels, unstack_frames
+from dforce.diffusion.noise_levels import (
+    DEFAULT_TRAINING_NOISE,
+    TRAINING_NOISE,
+    parse_training_noise,
+    stack_frames,
+    training_noise_levels,
+    unstack_frames,
+)
 from dforce.diffusion.parametrization import PARAMETRIZATIONS, target, to_x0_eps
 from dforce.diffusion.schedules import (
     SCHEDULES,
@@ -14,7 +21,7 @@ from dforce.diffusion.schedules import (
 from dforce.diffusion.weighting import WEIGHTINGS, loss_weight
 
 __all__ = [
-    "PARAMETRIZATIONS", "SCHEDULES", "TRAINING_NOISE", "WEIGHTINGS", "CosineSchedule", "LinearBetaSchedule",
-    "NoiseSchedule", "RectifiedFlowSchedule", "SigmoidSchedule", "get_schedule", "loss_weight", "stack_frames",
+    "DEFAULT_TRAINING_NOISE", "PARAMETRIZATIONS", "SCHEDULES", "TRAINING_NOISE", "WEIGHTINGS", "CosineSchedule", "LinearBetaSchedule",
+    "NoiseSchedule", "RectifiedFlowSchedule", "SigmoidSchedule", "get_schedule", "loss_weight", "parse_training_noise", "stack_frames",
     "target", "to_x0_eps", "training_noise_levels", "unstack_frames",
 ]

@@ -6,7 +6,20 @@
   given), one noisy target right after it, later tokens at pure noise and out of the loss
   (next-token diffusion with clean history);
 - ``uniform_future``: history levels independent, all future tokens share one level (DFoT's
-  simplified training).
+  simplified training);
+- ``autoregressive`` (beyond the papers): the pattern an autoregressive rollout feeds the network.
+  A random boundary ``h`` per sequence; tokens before it are history at a small level drawn
+  uniformly in ``[0, HISTORY_LEVEL_MAX]`` (so the network also learns stabilized history), token
+  ``h`` gets a uniform level, later tokens are pure noise and out of the loss;
+- ``pyramid`` (beyond the papers): levels that rise along the window, ``t_i = clip(t0 + (i - i0) / L,
+  0, 1)`` with a random anchor ``(i0, t0)`` and a log-uniform rise length ``L`` in ``[1, T]``
+  tokens (``L = 1`` is close to autoregressive, ``L = T`` to a slow pyramid schedule), plus a
+  small uniform jitter; every token is a target.
+
+**Mixtures.** A spec ``"name:weight,name:weight"`` (e.g. ``"independent:0.5,autoregressive:0.25,pyramid:0.25"``)
+draws one component per sequence with probability proportional to its weight. Weights must be
+positive numbers; names must be distinct. :func:`parse_training_noise` returns the normalised
+``{name: weight}``.
 
 Each function returns ``(t [B, T], loss_mask [B, T])``; the loss mask says which tokens are
 training targets.
@@ -17,12 +30,42 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-TRAINING_NOISE = ("independent", "full_sequence", "teacher_forcing", "uniform_future")
+TRAINING_NOISE = ("independent", "full_sequence", "teacher_forcing", "uniform_future", "autoregressive", "pyramid")
+DEFAULT_TRAINING_NOISE = "independent:0.25,autoregressive:0.5,pyramid:0.25"
+"""The recipe the dynamics benchmark supports (benchmarks/results/dynamics.md, ablation in
+dynamics_ablation_lorenz63.md): a quarter of the sequences with the paper's independent levels
+(noise as masking: any history pattern), the rest with the patterns autoregressive and pyramid
+sampling feed the network."""
+HISTORY_LEVEL_MAX = 0.1
+"""History tokens of the ``autoregressive`` pattern get levels uniform in ``[0, HISTORY_LEVEL_MAX]``
+(covers every stabilization level up to 0.1)."""
+
+
+def parse_training_noise(kind: str) -> dict[str, float]:
+    """``"independent"`` -> ``{"independent": 1.0}``; ``"a:1,b:3"`` -> ``{"a": 0.25, "b": 0.75}``."""
+    if not isinstance(kind, str) or not kind.strip():
+        raise ValueError(f"training noise must be a name or a 'name:weight,...' mixture, got {kind!r}")
+    out: dict[str, float] = {}
+    for part in kind.split(","):
+        name, sep, weight = part.strip().partition(":")
+        name = name.strip()
+        if name not in TRAINING_NOISE:
+            raise ValueError(f"unknown training noise levels {name!r} in {kind!r}; choose one of {list(TRAINING_NOISE)}")
+        if name in out:
+            raise ValueError(f"training noise {name!r} appears twice in {kind!r}")
+        try:
+            w = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"weight {weight!r} of {name!r} in {kind!r} is not a number") from None
+        if not (w > 0 and w < float("inf")):
+            raise ValueError(f"weight of {name!r} in {kind!r} must be a positive number, got {weight!r}")
+        out[name] = w
+    total = sum(out.values())
+    return {k: v / total for k, v in out.items()}
 
 
 def check_training_noise(kind: str) -> str:
-    if kind not in TRAINING_NOISE:
-        raise ValueError(f"unknown training noise levels {kind!r}; choose one of {list(TRAINING_NOISE)}")
+    parse_training_noise(kind)
     return kind
 
 
@@ -45,7 +88,27 @@ def training_noise_levels(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Sample training levels ``t`` [B, T] and the target mask [B, T] (bool)."""
+    """Sample training levels ``t`` [B, T] and the target mask [B, T] (bool).
+
+    ``kind`` is one name of :data:`TRAINING_NOISE` or a weighted mixture ``"a:w1,b:w2"`` (one
+    component per sequence).
+    """
+    parts = parse_training_noise(kind)
+    if len(parts) > 1:
+        names = list(parts)
+        probs = torch.tensor([parts[n] for n in names], device=device)
+        pick = torch.multinomial(probs, batch, replacement=True, generator=generator)
+        t = torch.empty(batch, tokens, device=device)
+        mask = torch.empty(batch, tokens, dtype=torch.bool, device=device)
+        for i, name in enumerate(names):
+            rows = (pick == i).nonzero().flatten()
+            if len(rows):
+                t[rows], mask[rows] = _single(name, len(rows), tokens, history_len, device, generator)
+        return t, mask
+    return _single(next(iter(parts)), batch, tokens, history_len, device, generator)
+
+
+def _single(kind: str, batch: int, tokens: int, history_len, device, generator) -> tuple[Tensor, Tensor]:
     shape = (batch, tokens)
     ones = torch.ones(shape, dtype=torch.bool, device=device)
     if kind == "independent":
@@ -53,7 +116,8 @@ def training_noise_levels(
     if kind == "full_sequence":
         return torch.rand((batch, 1), device=device, generator=generator).expand(shape).contiguous(), ones
     pos = torch.arange(tokens, device=device).expand(shape)
-    hist = _history_lengths(batch, tokens, history_len, device, generator)[:, None]
+    if kind in ("teacher_forcing", "uniform_future"):
+        hist = _history_lengths(batch, tokens, history_len, device, generator)[:, None]
     if kind == "teacher_forcing":
         level = torch.rand((batch, 1), device=device, generator=generator)
         t = torch.where(pos < hist, 0.0, torch.where(pos == hist, level, 1.0))
@@ -61,6 +125,22 @@ def training_noise_levels(
     if kind == "uniform_future":
         shared = torch.rand((batch, 1), device=device, generator=generator)
         t = torch.where(pos < hist, torch.rand(shape, device=device, generator=generator), shared)
+        return t, ones
+    if kind == "autoregressive":
+        if history_len is None:  # boundary 0 (no history) is allowed too
+            hist = torch.randint(0, tokens, (batch, 1), device=device, generator=generator)
+        else:
+            hist = _history_lengths(batch, tokens, history_len, device, generator)[:, None]
+        level = torch.rand((batch, 1), device=device, generator=generator)
+        past = HISTORY_LEVEL_MAX * torch.rand(shape, device=device, generator=generator)
+        t = torch.where(pos < hist, past, torch.where(pos == hist, level, 1.0))
+        return t, pos <= hist
+    if kind == "pyramid":
+        anchor = torch.randint(0, tokens, (batch, 1), device=device, generator=generator)
+        t0 = torch.rand((batch, 1), device=device, generator=generator)
+        rise = torch.exp(torch.rand((batch, 1), device=device, generator=generator) * torch.log(torch.tensor(float(max(tokens, 1)))))
+        jitter = 0.05 * (torch.rand(shape, device=device, generator=generator) - 0.5)
+        t = (t0 + (pos - anchor) / rise + jitter).clamp(0.0, 1.0)
         return t, ones
     raise ValueError(f"unknown training noise levels {kind!r}; choose one of {list(TRAINING_NOISE)}")
 
