@@ -153,10 +153,16 @@ def find_exchange_rate(path: Union[str, Path, None] = None) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise FileNotFoundError(
-        f"exchange_rate.txt.gz not found (looked at {', '.join(str(c) for c in candidates[:3])}...). "
-        f"Download it from {EXCHANGE_RATE_URL} and pass its path (load_exchange_rate(path=...)) "
-        f"or set the {EXCHANGE_RATE_ENV} environment variable."
+    raise FileNotFoundError(exchange_rate_missing_message(candidates))
+
+
+def exchange_rate_missing_message(looked_at: Sequence[Path] = ()) -> str:
+    """Why the exchange-rate file is missing and how to get it (used by the loader and by test skips)."""
+    where = f" (looked at {', '.join(str(c) for c in list(looked_at)[:3])}{'...' if len(looked_at) > 3 else ''})" if looked_at else ""
+    return (
+        f"exchange_rate.txt.gz not found{where}. It is the LSTNet exchange-rate file from {EXCHANGE_RATE_URL} "
+        f"(sha256 {EXCHANGE_RATE_SHA256[:12]}...); download it and pass its path (load_exchange_rate(path=...)), "
+        f"set the {EXCHANGE_RATE_ENV} environment variable to it, or put it in shared/data/ beside the project checkout."
     )
 
 
