@@ -135,10 +135,12 @@ def evaluate_rolling(
     seed: int = 0,
     part: str = "test",
     share_rollout: Optional[Sequence[str]] = None,
+    keep_samples: bool = False,
 ) -> dict:
     """Rolling evaluation of fitted ``models`` (anything with ``predict_many``) on ``part``.
 
-    Returns ``{horizon: {name: metrics + windows, windows_per_s, sample_s}}``. Models named in
+    Returns ``{horizon: {name: metrics + windows, windows_per_s, sample_s}}`` (with
+    ``keep_samples``, also ``_y`` [W, H, D] and ``_samples`` [S, W, H, D] arrays). Models named in
     ``share_rollout`` (default: all) forecast every window once at the longest horizon and the
     shorter horizons read its first steps: for a causal sampler or a naive baseline this is the
     same distribution as a separate shorter forecast, at a fraction of the cost. Others (e.g.
@@ -172,6 +174,8 @@ def evaluate_rolling(
                 _, _, y = rolling_pairs(frame, os_, h)
                 s = np.stack([samples_at[o][:, :h] for o in os_], 1)
                 res[h][name] = {**window_metrics(y, s), "windows": len(os_), "sample_s": dt, "windows_per_s": len(origins) / max(dt, 1e-9)}
+                if keep_samples:
+                    res[h][name].update(_y=y, _samples=s)
         else:
             for h in horizons:
                 m = model[h] if isinstance(model, Mapping) else model
@@ -184,4 +188,6 @@ def evaluate_rolling(
                 dt = time.time() - t0
                 s = np.stack([o.samples for o in outs], 1)
                 res[h][name] = {**window_metrics(y, s), "windows": len(os_), "sample_s": dt, "windows_per_s": len(os_) / max(dt, 1e-9)}
+                if keep_samples:
+                    res[h][name].update(_y=y, _samples=s)
     return res

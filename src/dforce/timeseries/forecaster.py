@@ -123,8 +123,8 @@ class ForecasterConfig:
         val_windows, val_samples: validation forecast windows (evenly spaced over the validation
             rows, ``prediction_length`` steps each) and sample paths per window.
         patience: stop after this many validations without improvement (None: never stop early).
-        calibrate: after selection, choose ``spread`` on the validation windows (minimum mean CRPS
-            over a grid; see :func:`calibrate_spread`).
+        calibrate: after selection, choose ``spread`` on the validation windows (the minimum of
+            ``val_metric`` over a grid, mean CRPS when it is ``mse``; see :func:`calibrate_spread`).
         spread: sample paths are scaled about their per-step median by this factor at prediction
             time (1 = as sampled); set by ``calibrate``.
     Sampling:
@@ -437,18 +437,23 @@ def scale_spread(samples: np.ndarray, factor: float, axis: int = 0) -> np.ndarra
 SPREAD_GRID = tuple(np.round(np.exp(np.linspace(np.log(0.5), np.log(4.0), 22)), 3).tolist())
 
 
-def calibrate_spread(y: np.ndarray, samples: np.ndarray, grid: Sequence[float] = SPREAD_GRID) -> float:
-    """The spread factor (see :func:`scale_spread`) with the lowest mean CRPS on validation data.
+def calibrate_spread(y: np.ndarray, samples: np.ndarray, grid: Sequence[float] = SPREAD_GRID, metric: str = "crps") -> float:
+    """The spread factor (see :func:`scale_spread`) with the lowest score on validation data.
 
-    ``y`` [..., D], ``samples`` [S, ..., D]; each series' CRPS is divided by the standard deviation
-    of its targets so that every series counts. CRPS is a proper score: it trades sharpness against
-    calibration, so the factor fixes under- (or over-) dispersed samples without chasing coverage.
+    ``y`` [..., D], ``samples`` [S, ..., D]. ``metric='crps'``: mean CRPS, each series' divided by
+    the standard deviation of its targets so that every series counts; ``'crps_sum'``: CRPS-sum
+    (the spread of the sum over series, which also depends on the cross-series correlation).
+    Both are proper scores: they trade sharpness against calibration, so the factor fixes under-
+    (or over-) dispersed samples without chasing a coverage number.
     """
-    from dforce.timeseries.metrics import crps_ensemble
+    from dforce.timeseries.metrics import crps_ensemble, crps_sum
 
-    ok = ~np.isnan(y)
-    norm = np.nanstd(y.reshape(-1, y.shape[-1]), 0) + 1e-12
-    scores = [float((crps_ensemble(np.nan_to_num(y), scale_spread(samples, g)) / norm)[ok].mean()) for g in grid]
+    if metric == "crps_sum" and not np.isnan(y).any():
+        scores = [crps_sum(y, scale_spread(samples, g)) for g in grid]
+    else:
+        ok = ~np.isnan(y)
+        norm = np.nanstd(y.reshape(-1, y.shape[-1]), 0) + 1e-12
+        scores = [float((crps_ensemble(np.nan_to_num(y), scale_spread(samples, g)) / norm)[ok].mean()) for g in grid]
     return float(grid[int(np.argmin(scores))])
 
 
@@ -563,9 +568,12 @@ class Forecaster:
         self._load_params(best_state if best_state is not None else ema)
         model.eval()
         self.selected_step = next((h["step"] for h in reversed(self.history) if h.get("best")), self.history[-1]["step"] if self.history else 0)
-        if val_task is not None and c.calibrate:
+        self.validation = None
+        if val_task is not None:
             ys, samples = self._val_samples(val_task, c.val_samples, spread=1.0)
-            self.config.spread = calibrate_spread(ys, samples)
+            if c.calibrate:
+                self.config.spread = calibrate_spread(ys, samples, metric="crps_sum" if c.val_metric == "crps_sum" else "crps")
+            self.validation = (ys, samples)  # targets [W, H, D] and raw samples [S, W, H, D] of the selected model
         if c.out_dir:
             Path(c.out_dir).mkdir(parents=True, exist_ok=True)
             pd.DataFrame(self.history).to_csv(Path(c.out_dir) / "train_log.csv", index=False)
