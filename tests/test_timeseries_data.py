@@ -20,7 +20,24 @@ from dforce.timeseries.data import (
 )
 
 
+def _exchange_rate_or_skip():
+    """Tests that need the exchange-rate file (not in the repository) skip, saying how to get it."""
+    try:
+        return find_exchange_rate()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+
+
+def test_missing_exchange_rate_error_names_file_variable_and_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFORCE_EXCHANGE_RATE", str(tmp_path / "nowhere.gz"))
+    with pytest.raises(FileNotFoundError) as err:
+        load_exchange_rate()
+    msg = str(err.value)
+    assert "exchange_rate.txt.gz" in msg and "DFORCE_EXCHANGE_RATE" in msg and "laiguokun/multivariate-time-series-data" in msg
+
+
 def test_exchange_rate_protocol():
+    _exchange_rate_or_skip()
     f = load_exchange_rate()
     assert f.values.shape == (7588, 8) and f.freq == "B"
     assert str(f.index[0].date()) == "1990-01-01"
@@ -32,7 +49,7 @@ def test_exchange_rate_protocol():
 
 
 def test_exchange_rate_user_path_env_and_errors(tmp_path, monkeypatch):
-    src = find_exchange_rate()
+    src = _exchange_rate_or_skip()
     shutil.copy(src, tmp_path / "exchange_rate.txt.gz")
     assert load_exchange_rate(tmp_path).values.shape == (7588, 8)  # a folder
     monkeypatch.setenv("DFORCE_EXCHANGE_RATE", str(tmp_path / "exchange_rate.txt.gz"))

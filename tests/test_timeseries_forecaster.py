@@ -45,7 +45,7 @@ def test_predict_shapes_quantiles_and_sliding_window(fitted):
     assert (q["q0.1"] <= q["q0.9"]).all()
     assert fc.sample_frame().shape == (5 * 20 * 2, 4)
     for schedule in ("pyramid", "full_sequence"):
-        assert fitted.predict(hist, 4, 3, future=fut, schedule=schedule).samples.shape == (3, 4, 2)
+        assert fitted.predict(hist, 4, 3, future=fut, scheduling=schedule).samples.shape == (3, 4, 2)
 
 
 def test_missing_covariates_give_a_clear_error(fitted):
@@ -88,7 +88,7 @@ def test_global_mode_and_training_noise_variants():
         fc = Forecaster(**{**TINY, "max_steps": 4, **kw}).fit(frame)
         out = fc.predict(frame, 4, 3)
         assert out.samples.shape == (3, 4, 2) and np.isfinite(out.samples).all()
-    assert fc.config.resolved_conditioning == "replacement"
+    assert fc.config.resolved_history == "replacement"
 
 
 def test_bad_options_are_rejected():

