@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from dforce.diffusion.noise_levels import DEFAULT_TRAINING_NOISE
 from dforce.model import DiffusionForcing
 from dforce.sampling import SamplingConfig
 from dforce.training import TrainConfig
@@ -29,7 +30,8 @@ class ModelConfig:
         schedule_shift: cosine shift (adds 2 log(shift) to logSNR).
         parametrization: v | eps | x0 | flow.
         weighting: min_snr | uniform | sigmoid | fused_snr.
-        training_noise: independent (Diffusion Forcing) | full_sequence | teacher_forcing | uniform_future.
+        training_noise: a name (independent, full_sequence, teacher_forcing, uniform_future, autoregressive,
+            pyramid) or a mixture "name:weight,..."; default: the library's DEFAULT_TRAINING_NOISE.
         history_len: fixed history for teacher_forcing / uniform_future (None = random).
     """
 
@@ -45,7 +47,7 @@ class ModelConfig:
     schedule_shift: float = 1.0
     parametrization: str = "v"
     weighting: str = "min_snr"
-    training_noise: str = "independent"
+    training_noise: str = DEFAULT_TRAINING_NOISE
     history_len: Optional[int] = None
 
     def build(self, frame_dim: int) -> DiffusionForcing:
