@@ -40,7 +40,7 @@ def provenance() -> dict:
 
 def write_results(name: str, data: dict, markdown: str) -> tuple[Path, Path]:
     """Write ``results/NAME.json`` (with :func:`provenance`) and ``results/NAME.md`` atomically."""
-    data = {**data, **provenance()}
+    data = {**provenance(), **data}  # a script's own git_sha / command (taken when it started) win
     markdown = markdown.rstrip() + f"\n\nProduced by `{data['command']}` at commit `{data['git_sha']}`.\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = []

@@ -11,8 +11,7 @@ directory, and asserts:
 - that the message names the file (``file``), where the input is a file;
 - that no file in the copy changed, appeared or disappeared.
 
-Cases are grouped by verb. ``xfail`` marks sampling-side checks that the core owner adds in one
-input-check function (issue 10).
+Cases are grouped by verb.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ class Case:
     error: type = ValueError  # API: expected exception type
     needles: tuple[str, ...] = ()
     file: Optional[str] = None  # a path (relative to the work folder) the message must name
-    xfail: Optional[str] = None
 
     @property
     def id(self) -> str:
@@ -261,12 +259,12 @@ def build_template(root: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------- the cases
-def _cli(verb, name, argv, needles, file=None, xfail=None):
-    return Case(verb, name, argv=argv, needles=tuple(needles), file=file, xfail=xfail)
+def _cli(verb, name, argv, needles, file=None):
+    return Case(verb, name, argv=argv, needles=tuple(needles), file=file)
 
 
-def _api(verb, name, call, error, needles, file=None, xfail=None):
-    return Case(verb, name, call=call, error=error, needles=tuple(needles), file=file, xfail=xfail)
+def _api(verb, name, call, error, needles, file=None):
+    return Case(verb, name, call=call, error=error, needles=tuple(needles), file=file)
 
 
 REEXPORT = "re-export"
