@@ -2,7 +2,8 @@ import json
 
 import numpy as np
 
-from dforce.demo.lorenz import lorenz63, marginal_distance, wasserstein1
+from dforce.dynamics.metrics import marginal_distance, wasserstein1
+from dforce.dynamics.systems import lorenz63
 from dforce.demo.run import quick_config, run_demo
 from dforce.diffusion.noise_levels import DEFAULT_TRAINING_NOISE
 

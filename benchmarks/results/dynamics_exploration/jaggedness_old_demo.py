@@ -2,7 +2,7 @@
 import json, time, numpy as np, torch
 torch.set_num_threads(1)
 from dforce import DiffusionForcing, Transformer
-from dforce.demo.lorenz import lorenz63
+from dforce.dynamics.systems import lorenz63
 from dforce.dynamics.experiment import RunConfig, Trainer, batches
 from dforce.dynamics.metrics import roughness_ratio, marginal_w1
 tr_traj = lorenz63(32, 6000, stride=2, seed=0); te = lorenz63(16, 16 + 640, stride=2, seed=1)

@@ -88,7 +88,7 @@ class DataConfig:
     def load(self, seed: int = 0) -> list[np.ndarray]:
         """The series as a list of float32 arrays [L, D]; errors name the file, the problem and the fix."""
         if self.source == "lorenz":
-            from dforce.demo.lorenz import lorenz63
+            from dforce.dynamics.systems import lorenz63
 
             for name in ("lorenz_trajectories", "lorenz_steps", "lorenz_stride"):
                 if getattr(self, name) < 1:

@@ -16,9 +16,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from dforce.demo.lorenz import lorenz63
-
 __all__ = ["SYSTEMS", "SYSTEM_DIMS", "double_well", "generate", "kuramoto_sivashinsky", "lorenz63"]
+
+
+def lorenz63(
+    n_traj: int,
+    n_steps: int,
+    dt: float = 0.01,
+    stride: int = 1,
+    burn_in: int = 1000,
+    sigma: float = 10.0,
+    rho: float = 28.0,
+    beta: float = 8.0 / 3.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """``n_traj`` trajectories [n_traj, n_steps, 3], every ``stride``-th RK4 step of size ``dt``,
+    after ``burn_in`` steps that bring random starts onto the attractor."""
+
+    def f(s: np.ndarray) -> np.ndarray:
+        x, y, z = s[:, 0], s[:, 1], s[:, 2]
+        return np.stack([sigma * (y - x), x * (rho - z) - y, x * y - beta * z], 1)
+
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0, 1, (n_traj, 3)) + np.array([0.0, 0.0, 25.0])
+    out = np.empty((n_traj, n_steps, 3), dtype=np.float32)
+    total = burn_in + n_steps * stride
+    for i in range(total):
+        k1 = f(s)
+        k2 = f(s + 0.5 * dt * k1)
+        k3 = f(s + 0.5 * dt * k2)
+        k4 = f(s + dt * k3)
+        s = s + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        j = i - burn_in
+        if j >= 0 and j % stride == 0:
+            out[:, j // stride] = s
+    return out
 
 
 def double_well(
