@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/speed.py            # ~10-15 min on the 2-core dev machine
     PYTHONPATH=src python benchmarks/speed.py --quick    # smoke run, ~1 min
 
-Writes ``benchmarks/results/speed.json`` and ``benchmarks/results/speed.md``. Every ratio is
+Writes ``benchmarks/results/rollout_speed.{json,md}``. Every ratio is
 measured in the same process, on the same thread count. See ``docs/speed.md`` for the method.
 """
 
@@ -392,7 +392,7 @@ def main() -> None:
         "gpu": "not available to this task",
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "speed_quick" if args.quick else "speed"
+    name = "rollout_speed_quick" if args.quick else "rollout_speed"
     from common import provenance
 
     res.update(provenance())

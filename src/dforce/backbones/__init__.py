@@ -16,6 +16,7 @@ from dforce.backbones.transformer import Transformer
 # name -> "module:attribute", imported lazily so optional backbones cost nothing until used
 BACKBONES: dict[str, str] = {
     "transformer": "dforce.backbones.transformer:Transformer",
+    "concat_transformer": "dforce.backbones.concat_transformer:ConcatTransformer",
     "rnn": "dforce.backbones.rnn:RNN",
     "video_transformer": "dforce.backbones.video_transformer:VideoTransformer",
 }
