@@ -28,7 +28,6 @@ import tempfile
 import time
 from dataclasses import asdict
 
-import numpy as np
 import torch
 
 from dforce.planning.data import generate_dataset, load_dataset, save_dataset

@@ -74,6 +74,11 @@ def test_plan_shapes_flexible_horizon_and_export_round_trip(planner, tmp_path):
         planner.plan(obs, goal[:1])
     with pytest.raises(FileNotFoundError, match="dforce plan train"):
         Planner.from_checkpoint(str(tmp_path))
+    from dforce.training import export_model
+
+    other = export_model(build_model(planner.cfg), tmp_path / "plain")  # a dforce model, not a planner
+    with pytest.raises(ValueError, match="not a planner.*dforce plan train"):
+        Planner.from_checkpoint(str(other))
 
 
 def test_old_dfplan_folders_load_and_broken_ones_fail_in_one_line(planner, tmp_path):
@@ -199,6 +204,9 @@ def test_cli_generate_train_eval(tmp_path, capsys):
     os.remove(os.path.join(ck, "model.safetensors"))
     os.rename(os.path.join(ck, "config.json"), os.path.join(ck, "planner.json"))  # a broken old-format folder
     capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["eval", "--checkpoint", ck, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", ck, "--episodes", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "retrain it with `dforce plan train`" in err

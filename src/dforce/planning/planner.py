@@ -44,7 +44,7 @@ from dforce.planning.env import maze_spec
 from dforce.sampling import SamplingConfig
 from dforce.sampling.sampler import sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix, window_levels
-from dforce.training import TrainConfig, export_model, load_model
+from dforce.training import TrainConfig, export_model, load_model, train
 
 METHODS = ("df_mcg", "df", "full_sequence")
 
@@ -166,8 +166,6 @@ def train_planner(cfg: PlannerConfig, dataset: dict[str, np.ndarray], config: Op
     ``config``: the core's training options (default :func:`planner_train_config`); with
     ``config.out_dir`` set, logs and resumable checkpoints go there.
     """
-    from dforce.training import train
-
     config = config or planner_train_config()
     feats = state_features(dataset, cfg.state)
     mean, std = normalizer(feats)
