@@ -28,13 +28,12 @@ import tempfile
 import time
 from dataclasses import asdict
 
-import numpy as np
 import torch
 
 from dforce.planning.data import generate_dataset, load_dataset, save_dataset
 from dforce.planning.env import MAZES
 from dforce.planning.evaluate import plot_episodes, run_episodes, summarize
-from dforce.planning.planner import Planner, PlannerConfig, PlanSettings, TrainSettings, train_planner
+from dforce.planning.planner import Planner, PlannerConfig, PlanSettings, planner_train_config, train_planner
 
 PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, Table 2)
     "diffuser": {"umaze": 113.9, "medium": 121.5, "large": 123.0},
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
         entry["seconds_data"] = round(time.time() - t0, 1)
         print(f"[{maze}] data {data_steps} steps in {entry['seconds_data']}s", flush=True)
         planners = {}
-        settings = TrainSettings(steps=train_steps, lr=1e-3, seed=args.train_seed, log_every=0)
+        settings = planner_train_config(max_steps=train_steps, lr=1e-3, seed=args.train_seed, logger="none", progress=False)
         entry["train"] = asdict(settings)
         kinds = (["independent"] if {"df", "df_mcg"} & set(args.methods) else []) + (
             ["full_sequence"] if "full_sequence" in args.methods else []
@@ -122,14 +121,14 @@ def main(argv=None) -> int:
         for kind in kinds:
             t0 = time.time()
             cfg = PlannerConfig(maze=maze, training_noise=kind)
-            ckpt = os.path.join(args.work_dir, f"{maze}-{kind}.dfplan")
+            ckpt = os.path.join(args.work_dir, f"{maze}-{kind}")
             if args.reuse_checkpoints and os.path.exists(ckpt):
                 planners[kind] = Planner.from_checkpoint(ckpt)
-                if planners[kind].extra.get("train", {}).get("steps") != train_steps:
+                if planners[kind].extra.get("train", {}).get("max_steps") != train_steps:
                     raise ValueError(f"{ckpt} was trained for a different budget; drop --reuse-checkpoints")
                 entry[f"seconds_train_{kind}"] = round(planners[kind].extra["train_seconds"], 1)
             else:
-                planners[kind] = train_planner(cfg, data, settings, progress=False, log=None)
+                planners[kind] = train_planner(cfg, data, settings)
                 planners[kind].save(ckpt)
                 entry[f"seconds_train_{kind}"] = round(time.time() - t0, 1)
             print(f"[{maze}] {kind}: {train_steps} training steps, {entry[f'seconds_train_{kind}']}s", flush=True)
@@ -138,7 +137,7 @@ def main(argv=None) -> int:
         for method in args.methods:
             planner = planners["full_sequence" if method == "full_sequence" else "independent"]
             scale = TUNED_SCALES[maze].get(method, args.guidance_scale) if args.tuned else args.guidance_scale
-            ps = PlanSettings(method=method, steps=args.sampling_steps, guidance_scale=scale, mc_samples=args.mc_samples)
+            ps = PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples).with_overrides(steps=args.sampling_steps)
             runs = []
             for i, seed in enumerate(args.eval_seeds):
                 r = run_episodes(planner, maze, episodes, "single_goal", seed, args.replan_every, ps, record=i == 0)

@@ -118,3 +118,32 @@ def test_frame_stacking_round_trip():
     assert torch.equal(unstack_frames(stack_frames(v, 2), 2), v)
     with pytest.raises(ValueError, match="not divisible by frame_stack=4"):
         stack_frames(x, 4)
+
+
+def test_known_start_redraws_token_zero_low_for_a_share_of_sequences():
+    from dforce.diffusion.noise_levels import known_start_levels
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.full((4000, 5), 0.9)
+    out = known_start_levels(t, 0.3, 0.25, g)
+    assert torch.equal(out[:, 1:], t[:, 1:]) and torch.equal(t, torch.full((4000, 5), 0.9))  # a new tensor
+    low = out[:, 0] < 0.25
+    assert abs(float(low.float().mean()) - 0.3) < 0.03
+    assert torch.all(out[~low, 0] == 0.9) and float(out[low, 0].max()) < 0.25
+    assert torch.equal(known_start_levels(out, 1.0, 0.0, g)[:, 0], torch.zeros(4000))  # clean start
+    assert known_start_levels(t, 0.0, 0.25, g) is t
+    with pytest.raises(ValueError, match="probability must lie in"):
+        known_start_levels(t, 1.5, 0.25)
+
+
+def test_model_known_start_option_reaches_the_network():
+    spy = SpyBackbone(dim=2)
+    m = DiffusionForcing(spy, window=4, training_noise="independent", known_start_prob=1.0, known_start_level=0.1)
+    m.loss(torch.randn(64, 4, 2), generator=torch.Generator().manual_seed(0))
+    t = spy.calls[0]["t"]
+    assert float(t[:, 0].max()) < 0.1 and float(t[:, 1:].max()) > 0.5
+    spy.calls.clear()
+    m.loss(torch.randn(8, 4, 2), noise_levels=torch.full((8, 4), 0.5))
+    assert torch.all(spy.calls[0]["t"] == 0.5)  # explicit levels are used as given
+    with pytest.raises(ValueError, match="known_start_prob"):
+        DiffusionForcing(SpyBackbone(dim=2), window=4, known_start_prob=2.0)

@@ -9,7 +9,7 @@ import torch
 
 from dforce.planning.data import PlanningWindows, generate_dataset
 from dforce.planning.evaluate import plot_episodes, run_episodes, summarize
-from dforce.planning.planner import PlannerConfig, Planner, PlanSettings, TrainSettings, build_model, train_planner
+from dforce.planning.planner import PlannerConfig, Planner, PlanSettings, build_model, planner_train_config, train_planner
 
 TINY = dict(maze="umaze", width=16, depth=1, heads=2, tokens=4, frame_stack=2, frame_skip=2)
 
@@ -21,7 +21,11 @@ def data():
 
 @pytest.fixture(scope="module")
 def planner(data):
-    return train_planner(PlannerConfig(**TINY), data, TrainSettings(steps=3, batch_size=4, log_every=0), progress=False)
+    return train_planner(PlannerConfig(**TINY), data, _quick(max_steps=3, batch_size=4))
+
+
+def _quick(**kw):
+    return planner_train_config(**{"warmup_steps": 1, "logger": "none", "progress": False, "precision": "32-true", **kw})
 
 
 def test_windows_hold_the_repeated_start_then_skipped_frames():
@@ -44,7 +48,7 @@ def test_default_window_covers_the_d4rl_episode():
     assert build_model(PlannerConfig(**TINY)).causal is False
 
 
-def test_plan_shapes_flexible_horizon_and_checkpoint_round_trip(planner, tmp_path):
+def test_plan_shapes_flexible_horizon_and_export_round_trip(planner, tmp_path):
     obs = np.array([[0.5, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.1, 0.0]])
     goal = np.array([[-1.0, 1.0], [1.0, -1.0]])
     full = planner.plan(obs, goal, seed=0, steps=4)
@@ -53,24 +57,105 @@ def test_plan_shapes_flexible_horizon_and_checkpoint_round_trip(planner, tmp_pat
     assert short.shape == (2, 2, 4)  # 3 steps -> one token of 2 frames (4 steps)
     fs = planner.plan(obs, goal, seed=0, steps=4, method="full_sequence", fs_horizon=8)
     assert fs.shape == (2, 4, 4)
-    path = planner.save(str(tmp_path / "p.dfplan"))
+    path = planner.save(str(tmp_path / "p"))
     planner.save(path)  # overwrite in place
+    assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]  # export_model's folder, no pickle
     back = Planner.from_checkpoint(path)
-    np.testing.assert_allclose(back.plan(obs, goal, seed=0, steps=4), full, atol=1e-5)
     assert back.cfg == planner.cfg
+    for kw in (dict(steps=4), dict(steps=4, method="df", horizon=3), dict(steps=4, method="full_sequence", fs_horizon=8)):
+        np.testing.assert_array_equal(back.plan(obs, goal, seed=0, **kw), planner.plan(obs, goal, seed=0, **kw))
     with pytest.raises(ValueError, match="unknown method"):
         planner.plan(obs, goal, method="greedy")
+    with pytest.raises(TypeError, match="unknown planning option"):
+        planner.plan(obs, goal, stepz=3)
+    with pytest.raises(ValueError, match="chunk_size does not apply"):
+        planner.plan(obs, goal, chunk_size=1)
     with pytest.raises(ValueError, match="batch sizes differ"):
         planner.plan(obs, goal[:1])
     with pytest.raises(FileNotFoundError, match="dforce plan train"):
         Planner.from_checkpoint(str(tmp_path))
+    from dforce.training import export_model
+
+    other = export_model(build_model(planner.cfg), tmp_path / "plain")  # a dforce model, not a planner
+    with pytest.raises(ValueError, match="not a planner.*dforce plan train"):
+        Planner.from_checkpoint(str(other))
 
 
-def test_lightning_trainer_path(data):
-    p = train_planner(PlannerConfig(**TINY), data, TrainSettings(steps=2, batch_size=2, trainer="lightning"), progress=False)
+def test_old_dfplan_folders_load_and_broken_ones_fail_in_one_line(planner, tmp_path):
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    old = tmp_path / "old.dfplan"  # the format before the planner moved onto the core
+    old.mkdir()
+    save_file({k: v.contiguous() for k, v in planner.model.state_dict().items()}, str(old / "model.safetensors"))
+    meta = {"config": asdict(planner.cfg), "mean": planner.mean.tolist(), "std": planner.std.tolist(), "extra": {}}
+    (old / "planner.json").write_text(json.dumps(meta))
+    obs, goal = np.zeros((1, 4)), np.ones((1, 2))
+    np.testing.assert_array_equal(Planner.from_checkpoint(str(old)).plan(obs, goal, seed=1, steps=3),
+                                  planner.plan(obs, goal, seed=1, steps=3))
+    (old / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="old-format planner.*retrain it with `dforce plan train`"):
+        Planner.from_checkpoint(str(old))
+
+
+def test_start_and_goal_are_the_cores_known_tokens(planner):
+    """Spy on the network: the start token is context at level 0 holding the observation; the
+    padding stays at pure noise; full_sequence feeds start and goal at the plan's level."""
+    from dforce.testing import SpyBackbone
+
+    spy = SpyBackbone(planner.model.backbone)
+    planner.model.backbone = spy
+    try:
+        obs, goal = np.array([[0.5, 1.0, 0.2, -0.1]]), np.array([[-1.0, 1.0]])
+        start = planner._normalize(planner.start_features(torch.tensor(obs, dtype=torch.float32))).repeat(1, 2)
+        goal_tok = planner._normalize(planner.goal_features(torch.tensor(goal, dtype=torch.float32))).repeat(1, 2)
+        planner.plan(obs, goal, horizon=3, seed=0, steps=3, method="df", guidance_scale=0.0)  # 1 plan token of 4 tokens
+        assert len(spy.calls) == 3
+        for c in spy.calls:
+            assert torch.all(c["t"][:, 0] == 0) and torch.allclose(c["x"][:, 0], start)
+            assert torch.all(c["t"][:, 2:] == 1)  # padding
+        assert [float(c["t"][0, 1]) for c in spy.calls] == pytest.approx([1.0, 2 / 3, 1 / 3])
+        spy.calls.clear()
+        planner.plan(obs, goal, seed=0, steps=2, method="full_sequence", fs_horizon=8)  # h = 2: goal at token 2
+        assert len(spy.calls) == 2
+        for c, level in zip(spy.calls, (1.0, 0.5)):
+            assert torch.allclose(c["t"][0, :3], torch.full((3,), level)) and float(c["t"][0, 3]) == 1.0
+            assert torch.allclose(c["x"][:, 0], start) and torch.allclose(c["x"][:, 2], goal_tok)
+    finally:
+        planner.model.backbone = spy.inner
+
+
+def test_training_goes_through_the_core_with_the_start_token_rule(data, tmp_path):
+    from dforce.testing import SpyBackbone
+
+    cfg = PlannerConfig(**TINY)
+    m = build_model(cfg)
+    assert (m.known_start_prob, m.known_start_level) == (0.5, 0.25)
+    assert build_model(PlannerConfig(**{**TINY, "training_noise": "full_sequence"})).known_start_prob == 0.0
+    spy = SpyBackbone(m.backbone)
+    m.backbone = spy
+    m.loss(torch.zeros(256, 8, 4), generator=torch.Generator().manual_seed(0))
+    low = spy.calls[0]["t"][:, 0] < 0.25
+    assert 0.5 < float(low.float().mean()) < 0.75  # 0.5 redrawn in [0, 0.25) + 0.5 * 0.25 by chance
+    p = train_planner(cfg, data, _quick(max_steps=2, batch_size=2, out_dir=str(tmp_path / "run"), logger="csv"))
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()  # Lightning's resumable checkpoint
+    assert p.extra["train"]["max_steps"] == 2
     assert p.plan(np.zeros((1, 4)), np.ones((1, 2)), steps=2, method="df").shape == (1, 6, 4)
-    with pytest.raises(ValueError, match="trainer must be"):
-        train_planner(PlannerConfig(**TINY), data, TrainSettings(steps=1, trainer="keras"), progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_plan_on_cuda(planner, tmp_path):
+    path = planner.save(str(tmp_path / "p"))
+    gpu = Planner.from_checkpoint(path, device="cuda")
+    assert next(gpu.model.parameters()).is_cuda
+    obs, goal = np.zeros((2, 4)), np.ones((2, 2))
+    for method in ("df_mcg", "df", "full_sequence"):
+        out = gpu.plan(obs, goal, seed=0, steps=3, method=method, mc_samples=2, fs_horizon=8)
+        assert isinstance(out, np.ndarray) and np.isfinite(out).all()
+        np.testing.assert_allclose(out, gpu.plan(obs, goal, seed=0, steps=3, method=method, mc_samples=2, fs_horizon=8))
+    r = run_episodes(gpu, episodes=1, seed=0, replan_every=4, settings=PlanSettings(method="df"), episode_len=4)
+    assert r["trajectories"].shape == (1, 5, 4)
 
 
 def test_tracking_target_interpolates_and_pd_control(planner):
@@ -86,7 +171,7 @@ def test_tracking_target_interpolates_and_pd_control(planner):
 
 
 def test_mpc_episodes_metrics_and_plot(planner, tmp_path):
-    s = PlanSettings(method="df_mcg", steps=3, mc_samples=2)
+    s = PlanSettings(method="df_mcg", mc_samples=2).with_overrides(steps=3)
     r = run_episodes(planner, episodes=2, seed=0, replan_every=10, settings=s, episode_len=20, record=True)
     assert r["episode_reward"].shape == (2,) and r["trajectories"].shape == (2, 21, 4)
     assert len(r["plans"]) == 2
@@ -100,18 +185,28 @@ def test_mpc_episodes_metrics_and_plot(planner, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_generate_train_eval(tmp_path):
+def test_cli_generate_train_eval(tmp_path, capsys):
     from dforce.cli.plan import main
 
-    d, ck, out = str(tmp_path / "d.npz"), str(tmp_path / "m.dfplan"), str(tmp_path / "e.json")
+    d, ck, out = str(tmp_path / "d.npz"), str(tmp_path / "m"), str(tmp_path / "e.json")
     assert main(["generate-data", "--maze", "umaze", "--steps", "600", "--out", d, "--progress", "false"]) == 0
     tiny = [f"--model.{k}={v}" for k, v in TINY.items()]
-    assert main(["train", "--data", d, "--out", ck, *tiny, "--train.steps", "2", "--train.batch_size", "2", "--progress", "false"]) == 0
+    assert main(["train", "--data", d, "--out", ck, *tiny, "--train.max_steps", "2", "--train.batch_size", "2",
+                 "--train.progress", "false", "--train.logger", "none"]) == 0
     assert main(["eval", "--checkpoint", ck, "--episodes", "2", "--episode_len", "8", "--replan_every", "4",
-                 "--plan.method", "df", "--plan.steps", "2", "--setting", "random", "--out", out]) == 0
+                 "--plan.method", "df", "--plan.sampling.steps", "2", "--setting", "random", "--out", out]) == 0
     with open(out) as f:
         summary = json.load(f)
     assert summary["method"] == "df" and summary["episodes"] == 2 and "normalized_score" in summary
-    assert os.path.isdir(ck)
+    assert os.path.isfile(os.path.join(ck, "config.json"))
     with pytest.raises(SystemExit):
         main(["train", "--data", d])  # --out is required
+    os.remove(os.path.join(ck, "model.safetensors"))
+    os.rename(os.path.join(ck, "config.json"), os.path.join(ck, "planner.json"))  # a broken old-format folder
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["eval", "--checkpoint", ck, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", ck, "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "retrain it with `dforce plan train`" in err

@@ -103,3 +103,16 @@ def test_level_grid():
 def test_format_matrix():
     text = S.format_matrix(S.pyramid(3, 2))
     assert text.splitlines()[0].startswith("row |") and len(text.splitlines()) == 2 + 5
+
+
+def test_window_levels_place_the_matrix_and_pad_with_pure_noise():
+    grid = S.level_grid(4)
+    m = S.pyramid(3, 4, 1.0)  # [R = 7, 3]
+    lv = S.window_levels(m, grid, window=6, start=1)
+    assert lv.shape == (7, 6)
+    r = torch.arange(7)[:, None]
+    h = torch.arange(3)[None]
+    assert torch.equal(lv[:, 1:4], (4 + h - r).clamp(0, 4) / 4)  # grid[M] with grid[m] = m / S
+    assert torch.all(lv[:, [0, 4, 5]] == 1.0)
+    with pytest.raises(ValueError, match="do not fit a window"):
+        S.window_levels(m, grid, window=3, start=1)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from dforce.diffusion.noise_levels import (
     DEFAULT_TRAINING_NOISE,
     check_training_noise,
+    known_start_levels,
     stack_frames,
     training_noise_levels,
     unstack_frames,
@@ -53,6 +54,10 @@ class DiffusionForcing(nn.Module):
         cond_dropout: probability of zeroing a sequence's external condition (enables CFG).
         noise_clip: clamp training noise to ``[-noise_clip, noise_clip]`` (None: no clamp).
         padding_weight: loss weight of padding tokens (which are forced to pure noise).
+        known_start_prob: probability per training sequence that token 0 is (nearly) known: its
+            level is redrawn uniformly in ``[0, known_start_level)``, over any ``training_noise``
+            pattern (for models always conditioned on a current state, e.g. the planner: 0.5).
+        known_start_level: upper end of that level (the reference planner: 0.25; 0 = clean).
     """
 
     def __init__(
@@ -70,6 +75,8 @@ class DiffusionForcing(nn.Module):
         cond_dropout: float = 0.0,
         noise_clip: Optional[float] = None,
         padding_weight: float = 0.0,
+        known_start_prob: float = 0.0,
+        known_start_level: float = 0.25,
     ) -> None:
         super().__init__()
         if not hasattr(backbone, "token_shape") or not hasattr(backbone, "causal"):
@@ -87,6 +94,8 @@ class DiffusionForcing(nn.Module):
             raise ValueError(f"noise_clip must be > 0 (or None for no clamp), got {noise_clip}")
         if padding_weight < 0:
             raise ValueError(f"padding_weight must be >= 0, got {padding_weight}")
+        if not 0.0 <= known_start_prob <= 1.0 or not 0.0 <= known_start_level <= 1.0:
+            raise ValueError(f"known_start_prob and known_start_level must lie in [0, 1], got {known_start_prob} and {known_start_level}")
         self.backbone = backbone
         self.window = window
         self.noise_schedule = get_schedule(noise_schedule, **(schedule_kwargs or {}))
@@ -98,6 +107,8 @@ class DiffusionForcing(nn.Module):
         self.cond_dropout = cond_dropout
         self.noise_clip = noise_clip
         self.padding_weight = padding_weight
+        self.known_start_prob = known_start_prob
+        self.known_start_level = known_start_level
         self.token_shape = token_shape
         self.frame_shape = (token_shape[0] // frame_stack, *token_shape[1:])
 
@@ -155,7 +166,8 @@ class DiffusionForcing(nn.Module):
             cond: per-frame external condition [B, N, C] (stacked with the frames).
             mask: [B, N] bool, False for padding or missing frames: such tokens are forced to pure
                 noise and weigh ``padding_weight``; their values may be NaN.
-            noise_levels: override the training levels, [B, N / frame_stack] in [0, 1].
+            noise_levels: override the training levels, [B, N / frame_stack] in [0, 1] (used as
+                given: ``known_start_prob`` does not apply).
             reduction: ``mean`` (a scalar) or ``none`` (per-token loss [B, T]).
         """
         self._check_frames(x, "x")
@@ -178,6 +190,7 @@ class DiffusionForcing(nn.Module):
             t, target_mask = training_noise_levels(
                 self.training_noise, b, n, history_len=self.history_len, device=x.device, generator=generator
             )
+            t = known_start_levels(t, self.known_start_prob, self.known_start_level, generator)
         else:
             if noise_levels.shape != (b, n):
                 raise ValueError(f"noise_levels must have shape [B, T] = {(b, n)}, got {tuple(noise_levels.shape)}")

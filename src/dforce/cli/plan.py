@@ -1,9 +1,9 @@
 """``dforce plan``: maze planning with Diffusion Forcing.
 
     dforce plan generate-data --maze medium --steps 200000 --out data/medium.npz
-    dforce plan train --data data/medium.npz --out runs/medium-df.dfplan --train.steps 3000
-    dforce plan train --data data/medium.npz --out runs/medium-fs.dfplan --model.training_noise full_sequence
-    dforce plan eval --checkpoint runs/medium-df.dfplan --method df_mcg --episodes 16 --plot runs/medium.png
+    dforce plan train --data data/medium.npz --out runs/medium-df --train.max_steps 3000
+    dforce plan train --data data/medium.npz --out runs/medium-fs --model.training_noise full_sequence
+    dforce plan eval --checkpoint runs/medium-df --plan.method df_mcg --episodes 16 --plot runs/medium.png --device cuda
 
 Every subcommand documents its options under ``--help`` and reads ``--config FILE.yaml``.
 """
@@ -22,7 +22,8 @@ from dforce.cli.common import UserError, add_overwrite, check_outputs
 
 
 def _parser() -> ArgumentParser:
-    from dforce.planning.planner import PlannerConfig, PlanSettings, TrainSettings
+    from dforce.planning.planner import PLANNER_TRAINING, PlannerConfig, PlanSettings
+    from dforce.training import TrainConfig
 
     p = ArgumentParser(prog="dforce plan", description="Maze planning with Diffusion Forcing (PointMaze / D4RL maze2d).")
     sub = p.add_subcommands(required=True, dest="command")
@@ -41,11 +42,12 @@ def _parser() -> ArgumentParser:
     t = ArgumentParser(description="Train a planner (Diffusion Forcing, or the full-sequence baseline).")
     t.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
     t.add_argument("--data", type=str, required=True, help="dataset .npz from generate-data")
-    t.add_argument("--out", type=str, required=True, help="checkpoint folder to write (.dfplan)")
+    t.add_argument("--out", type=str, required=True, help="model folder to write (export_model: model.safetensors + config.json)")
     t.add_class_arguments(PlannerConfig, "model", help="model and data layout")
-    t.add_class_arguments(TrainSettings, "train", help="training loop")
+    t.add_class_arguments(TrainConfig, "train", help="the core's training options (dforce.training.TrainConfig; "
+                          "--train.out_dir keeps logs and resumable checkpoints)")
+    t.set_defaults({f"train.{k}": v for k, v in PLANNER_TRAINING.items()})
     t.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads (default: torch's)")
-    t.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     add_overwrite(t)
     sub.add_subcommand("train", t)
 
@@ -62,6 +64,7 @@ def _parser() -> ArgumentParser:
     e.add_argument("--plot", type=Optional[str], default=None, help="PNG of plans and executed trajectories (first seed)")
     e.add_argument("--out", type=Optional[str], default=None, help="JSON file with the summary")
     e.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads (default: torch's)")
+    e.add_argument("--device", type=str, default="cpu", help="where the planner runs: cpu, cuda, cuda:1, ...")
     add_overwrite(e)
     sub.add_subcommand("eval", e)
     return p
@@ -73,18 +76,9 @@ def _write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2))
 
 
-def _check_planner_folder(path: str, overwrite: bool) -> None:
-    """A planner folder may replace only an earlier planner folder, and only with --overwrite."""
-    if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
-        raise UserError(f"--out {path} is an existing file; give a new folder name for the planner")
-    if os.path.isdir(path) and os.listdir(path):
-        if set(os.listdir(path)) - {"model.safetensors", "planner.json"}:
-            raise UserError(f"--out {path} is a folder with files dforce did not write; choose a new or empty folder")
-        if not overwrite:
-            raise UserError(f"--out {path} already holds a planner; pass --overwrite to replace it or choose another folder")
-
-
 def _check(cmd: str, a) -> None:
+    import torch
+
     if a.get("threads") is not None and a.threads < 1:
         raise UserError(f"--threads must be >= 1, got {a.threads}")
     if cmd == "generate-data":
@@ -98,7 +92,9 @@ def _check(cmd: str, a) -> None:
     elif cmd == "train":
         if not os.path.isfile(a.data):
             raise UserError(f"--data {a.data} does not exist; create it with `dforce plan generate-data --out {a.data}`")
-        _check_planner_folder(a.out, a.overwrite)
+        from dforce.training.export import check_export_path
+
+        check_export_path(a.out, a.overwrite, option="--out")
     else:
         for name in ("episodes", "replan_every", "episode_len"):
             if a.get(name) is not None and a.get(name) < 1:
@@ -109,6 +105,8 @@ def _check(cmd: str, a) -> None:
             raise UserError(f"--maze must be umaze, medium or large, got {a.maze!r}")
         if not os.path.isdir(a.checkpoint):
             raise UserError(f"--checkpoint {a.checkpoint} is not a folder; pass the folder written by `dforce plan train`")
+        if a.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {a.device}: CUDA is not available on this machine; use --device cpu")
         check_outputs(a.overwrite, out=a.out, plot=a.plot)
 
 
@@ -141,7 +139,9 @@ def _main(argv: list[str]) -> int:
         print(f"wrote {len(data['observations'])} steps ({int(data['goal_reached'].sum())} goals reached) to {a.out}")
         return 0
 
-    from dforce.planning.planner import Planner, PlannerConfig, PlanSettings, TrainSettings
+    from dforce.planning.planner import Planner, PlannerConfig, PlanSettings
+    from dforce.sampling import SamplingConfig
+    from dforce.training import TrainConfig
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -154,15 +154,17 @@ def _main(argv: list[str]) -> int:
         if data["meta"].get("maze") not in (None, model_cfg.maze):
             raise UserError(f"the dataset {a.data} is for maze {data['meta']['maze']!r} but --model.maze is {model_cfg.maze!r}; "
                             f"pass --model.maze {data['meta']['maze']}")
-        planner = train_planner(model_cfg, data, TrainSettings(**a.train.as_dict()), progress=a.progress)
-        planner.save(a.out)
+        train = a.train.as_dict()
+        planner = train_planner(model_cfg, data, TrainConfig(**{**train, "betas": tuple(train["betas"])}))
+        planner.save(a.out, overwrite=a.overwrite)
         print(f"saved {a.out} ({planner.extra['train_seconds']:.0f}s of training)")
         return 0
 
     from dforce.planning.evaluate import plot_episodes, run_episodes, summarize
 
-    planner = Planner.from_checkpoint(a.checkpoint)
-    settings = PlanSettings(**a.plan.as_dict())
+    planner = Planner.from_checkpoint(a.checkpoint, device=a.device)
+    opts = a.plan.as_dict()
+    settings = PlanSettings(**{**opts, "sampling": SamplingConfig(**opts["sampling"])}).check()
     results = []
     for i, seed in enumerate(a.seeds):
         r = run_episodes(

@@ -23,6 +23,11 @@ positive numbers; names must be distinct. :func:`parse_training_noise` returns t
 
 Each function returns ``(t [B, T], loss_mask [B, T])``; the loss mask says which tokens are
 training targets.
+
+**Known start.** :func:`known_start_levels` redraws the first token's level low for a share of the
+sequences, over any pattern: a model that is always conditioned on a current state at sampling
+time (a planner, a controller) then trains on that case often (the reference planner: probability
+0.5, levels in [0, 0.25); its robot runs: a clean first frame, ``gt_first_frame``).
 """
 
 from __future__ import annotations
@@ -143,6 +148,25 @@ def _single(kind: str, batch: int, tokens: int, history_len, device, generator) 
         t = (t0 + (pos - anchor) / rise + jitter).clamp(0.0, 1.0)
         return t, ones
     raise ValueError(f"unknown training noise levels {kind!r}; choose one of {list(TRAINING_NOISE)}")
+
+
+def known_start_levels(
+    t: Tensor, prob: float, max_level: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """With probability ``prob`` per sequence, token 0 of ``t`` [B, T] gets a level uniform in
+    ``[0, max_level)`` (0 = clean); returns a new [B, T]. ``prob = 0`` returns ``t`` and draws nothing."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"the known-start probability must lie in [0, 1], got {prob}")
+    if not 0.0 <= max_level <= 1.0:
+        raise ValueError(f"the known-start level must lie in [0, 1], got {max_level}")
+    if prob == 0.0 or t.shape[1] == 0:
+        return t
+    b = t.shape[0]
+    pick = torch.rand(b, device=t.device, generator=generator) < prob
+    low = max_level * torch.rand(b, device=t.device, generator=generator)
+    t = t.clone()
+    t[:, 0] = torch.where(pick, low.to(t.dtype), t[:, 0])
+    return t
 
 
 def stack_frames(x: Tensor, k: int) -> Tensor:

@@ -1,32 +1,36 @@
-"""A flexible-horizon Diffusion Forcing planner for PointMaze.
+"""A flexible-horizon Diffusion Forcing planner for PointMaze, on the core.
 
 The plan is a window of ``tokens`` tokens of ``frame_stack`` frames (positions, optionally
 velocities and actions, normalized). Token 0 is the current observation repeated ``frame_stack``
-times and is known (clean); tokens ``1..h`` are the plan for the requested horizon
-``ceil(horizon / frame_stack)``; the remaining tokens are **pure-noise padding** held at level 1 --
-with a non-causal (bidirectional) backbone trained with random-length masks, this gives a flexible
-horizon. The plan tokens are denoised along a **pyramid** scheduling matrix (later tokens noisier:
-causal uncertainty), guided towards the goal by a differentiable reward on ``x0_hat``
-(:class:`dforce.guidance.reward.RewardGuidance`), with Monte Carlo guidance when ``mc_samples > 1``.
+times, given to the core sampler as *context* (a known token); tokens ``1..h`` are the plan for the
+requested horizon ``ceil(horizon / (frame_stack frame_skip))``; the remaining tokens are
+**pure-noise padding** held at level 1 -- with a non-causal (bidirectional) backbone trained with
+random-length masks, this gives a flexible horizon. The plan is ``model.sample`` along a
+**pyramid** scheduling matrix (later tokens noisier: causal uncertainty), guided towards the goal by
+a differentiable reward on ``x0_hat`` (:class:`dforce.guidance.reward.RewardGuidance`), with Monte
+Carlo guidance when ``mc_samples > 1``.
 
 Baseline, same backbone: a Diffuser-style full-sequence model (trained with one noise level per
-sequence; start and goal given by inpainting, every plan token denoised together, no reward).
+sequence; start and goal given as known tokens at both ends -- inpainting -- every plan token
+denoised together by the core row loop, no reward).
 
-    planner = Planner.from_checkpoint("medium.dfplan")
+Training is :func:`dforce.training.train` (Lightning: EMA, resume, bf16, devices); a planner is
+saved with :func:`dforce.training.export_model` (safetensors + JSON, the normalizer and the
+:class:`PlannerConfig` in ``extra``).
+
+    planner = Planner.from_checkpoint("runs/medium-df", device="cuda")
     plan = planner.plan(obs, goal)                 # obs [B, 4], goal [B, 2] -> [B, H, D] world units
     action = planner.control(obs, plan[:, 0])      # PD tracking (or the diffused action)
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -37,8 +41,10 @@ from dforce.guidance.reward import RewardGuidance
 from dforce.model import DiffusionForcing
 from dforce.planning.data import STATE_KINDS, PlanningWindows, normalizer, state_features
 from dforce.planning.env import maze_spec
+from dforce.sampling import SamplingConfig
 from dforce.sampling.sampler import sample_window
-from dforce.sampling.scheduling import level_grid, scheduling_matrix
+from dforce.sampling.scheduling import level_grid, scheduling_matrix, window_levels
+from dforce.training import TrainConfig, export_model, load_model, train
 
 METHODS = ("df_mcg", "df", "full_sequence")
 
@@ -76,10 +82,10 @@ def goal_reward(
 
 @dataclass
 class PlannerConfig:
-    """Model and data layout of a planner (saved in the checkpoint).
+    """Model and data layout of a planner (saved with the model).
 
     Attributes:
-        maze: ``umaze``, ``medium`` or ``large`` (sets the window: ``ceil(episode_len / frame_stack) + 1``).
+        maze: ``umaze``, ``medium`` or ``large`` (sets the window: ``ceil(episode_len / (frame_stack frame_skip)) + 1``).
         state: features per frame: ``pos``, ``pos_vel`` or ``pos_vel_act`` (diffused actions).
         frame_skip: environment steps between planned frames (5 = 20 Hz plans of the 100 Hz sim).
         frame_stack: frames per token.
@@ -87,6 +93,10 @@ class PlannerConfig:
         width, depth, heads: transformer size (non-causal).
         noise_schedule, parametrization, weighting: diffusion settings (see ``DiffusionForcing``).
         padding_weight: loss weight of padding tokens (the reference planner uses 0.05).
+        known_start_prob: probability that the start token (token 0) is trained at a low level in
+            ``[0, known_start_level)`` (``DiffusionForcing(known_start_prob=...)``); None = 0.5 for
+            ``independent`` (the reference planner), 0 for ``full_sequence`` (Diffuser noises it with the rest).
+        known_start_level: upper end of that level.
         tokens: window size; None = from the maze's episode length.
     """
 
@@ -102,6 +112,8 @@ class PlannerConfig:
     parametrization: str = "v"
     weighting: str = "min_snr"
     padding_weight: float = 0.05
+    known_start_prob: Optional[float] = None
+    known_start_level: float = 0.25
     tokens: Optional[int] = None
 
     def window(self) -> int:
@@ -116,30 +128,19 @@ class PlannerConfig:
             raise ValueError(f"unknown state {self.state!r}; choose one of {sorted(STATE_KINDS)}")
         return STATE_KINDS[self.state]
 
+    def start_prob(self) -> float:
+        if self.known_start_prob is not None:
+            return self.known_start_prob
+        return 0.0 if self.training_noise == "full_sequence" else 0.5
 
-@dataclass
-class TrainSettings:
-    """Training settings (AdamW + linear warm-up, grad clipping, EMA, bf16 autocast).
 
-    ``trainer='plain'`` (default) is a short loop without Lightning that also draws the start
-    token at a low level with probability ``start_clean_prob`` (as the reference planner does);
-    ``'lightning'`` runs :func:`dforce.training.train` (logs, checkpoints, resume under ``out_dir``)
-    with the model's own training noise levels (no start-token rule).
-    """
+PLANNER_TRAINING = dict(max_steps=2000, batch_size=32, lr=5e-4, weight_decay=1e-4, ema_decay=0.995)
+"""The planner's defaults for :class:`dforce.training.TrainConfig` (other fields: the core's)."""
 
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    precision: str = "bf16"
-    start_clean_prob: float = 0.5  # P(token 0 drawn at a low level in [0, 0.25)), as the reference planner
-    seed: int = 0
-    log_every: int = 200
-    trainer: str = "plain"
-    out_dir: Optional[str] = None
+
+def planner_train_config(**overrides: Any) -> TrainConfig:
+    """:class:`TrainConfig` with the planner's defaults (:data:`PLANNER_TRAINING`) and ``overrides``."""
+    return TrainConfig(**{**PLANNER_TRAINING, **overrides})
 
 
 def build_model(cfg: PlannerConfig) -> DiffusionForcing:
@@ -154,155 +155,150 @@ def build_model(cfg: PlannerConfig) -> DiffusionForcing:
         training_noise=cfg.training_noise,
         frame_stack=cfg.frame_stack,
         padding_weight=cfg.padding_weight,
+        known_start_prob=cfg.start_prob(),
+        known_start_level=cfg.known_start_level,
     )
 
 
-def training_levels(cfg: PlannerConfig, batch: int, tokens: int, start_clean_prob: float, g: torch.Generator) -> Tensor:
-    """Per-token training levels [B, T]: independent (DF) or shared (full sequence); token 0 often low."""
-    if cfg.training_noise == "full_sequence":
-        return torch.rand(batch, 1, generator=g).expand(batch, tokens).clone()
-    t = torch.rand(batch, tokens, generator=g)
-    low = torch.rand(batch, generator=g) < start_clean_prob
-    t[:, 0] = torch.where(low, 0.25 * torch.rand(batch, generator=g), t[:, 0])
-    return t
+def train_planner(cfg: PlannerConfig, dataset: dict[str, np.ndarray], config: Optional[TrainConfig] = None) -> "Planner":
+    """Train a planner on a maze2d dataset with :func:`dforce.training.train`; returns it with the EMA weights.
 
-
-def train_planner(
-    cfg: PlannerConfig, dataset: dict[str, np.ndarray], settings: Optional[TrainSettings] = None, progress: bool = True, log=print
-) -> "Planner":
-    """Train a planner on a maze2d dataset (a plain loop; returns the EMA model)."""
-    s = settings or TrainSettings()
-    torch.manual_seed(s.seed)
+    ``config``: the core's training options (default :func:`planner_train_config`); with
+    ``config.out_dir`` set, logs and resumable checkpoints go there.
+    """
+    config = config or planner_train_config()
     feats = state_features(dataset, cfg.state)
     mean, std = normalizer(feats)
-    windows = PlanningWindows(feats, cfg.window(), cfg.frame_stack, mean, std, frame_skip=cfg.frame_skip, flexible=True, seed=s.seed)
-    model = build_model(cfg)
-    if s.trainer == "lightning":
-        from dforce.training import TrainConfig, train
+    windows = PlanningWindows(feats, cfg.window(), cfg.frame_stack, mean, std, frame_skip=cfg.frame_skip, flexible=True, seed=config.seed)
+    t0 = time.time()
+    model = train(build_model(cfg), windows, config)
+    info = {"train": asdict(config), "train_seconds": time.time() - t0, "data": dataset.get("meta", {})}
+    return Planner(model, cfg, mean, std, extra=info)
 
-        windows.length = s.steps * s.batch_size
-        t0 = time.time()
-        tc = TrainConfig(
-            max_steps=s.steps, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay, warmup_steps=s.warmup_steps,
-            grad_clip=s.grad_clip, ema_decay=s.ema_decay, precision="bf16-mixed" if s.precision == "bf16" else "32-true",
-            out_dir=s.out_dir, seed=s.seed, log_every=max(1, s.log_every or 50), progress=progress, logger="csv" if s.out_dir else "none",
-        )
-        model = train(model, windows, tc)
-        return Planner(model, cfg, mean, std, extra={"train": asdict(s), "train_seconds": time.time() - t0, "data": dataset.get("meta", {})})
-    if s.trainer != "plain":
-        raise ValueError(f"trainer must be 'plain' or 'lightning', got {s.trainer!r}")
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    g = torch.Generator().manual_seed(s.seed)
-    it = range(s.steps)
-    if progress:
-        from tqdm.auto import tqdm
 
-        it = tqdm(it, desc=f"train {cfg.training_noise} {cfg.maze}", mininterval=2.0)
-    model.train()
-    t0, running = time.time(), 0.0
-    for step in it:
-        batch = windows.sample(s.batch_size, g)
-        levels = training_levels(cfg, s.batch_size, cfg.window(), s.start_clean_prob, g)
-        for group in opt.param_groups:
-            group["lr"] = s.lr * min(1.0, (step + 1) / max(1, s.warmup_steps))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-            loss = model.loss(batch["x"], mask=batch["mask"], noise_levels=levels, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            d = min(s.ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if log is not None and s.log_every and (step + 1) % s.log_every == 0:
-            log(f"step {step + 1}/{s.steps} loss {running:.4f} ({time.time() - t0:.0f}s)")
-    ema.eval()
-    return Planner(ema, cfg, mean, std, extra={"train": asdict(s), "train_seconds": time.time() - t0, "data": dataset.get("meta", {})})
+def _plan_sampling() -> SamplingConfig:
+    return SamplingConfig(scheduling="pyramid", steps=20, uncertainty_scale=0.5, stabilization_level=0.0, history="relabel")
 
 
 @dataclass
 class PlanSettings:
-    """How to plan.
+    """How to plan: the core's sampling options plus the planner's own.
 
     Attributes:
-        method: ``df_mcg`` (pyramid + goal guidance + Monte Carlo guidance), ``df`` (pyramid + goal
-            guidance, one sample) or ``full_sequence`` (Diffuser-style: start and goal inpainted).
-        steps: sampling steps per token.
-        uncertainty_scale: pyramid slope ``u`` (rows = steps + floor((h - 1) u) + 1).
-        guidance_scale: goal-guidance scale.
+        method: ``df_mcg`` (``model.sample`` + goal guidance + Monte Carlo guidance), ``df`` (goal
+            guidance, one sample) or ``full_sequence`` (Diffuser-style: start and goal known tokens at
+            both ends of a fixed horizon, all tokens denoised together, no reward).
+        sampling: the core's :class:`~dforce.SamplingConfig` (default: pyramid, 20 steps, slope
+            ``u = 0.5``, DDIM, history relabelled, no stabilization). ``full_sequence`` replaces the
+            scheduling by the full-sequence matrix, and its known tokens follow the plan's level
+            (``uncertainty_scale``, ``stabilization_level`` and ``context_level`` then play no part).
+            The plan is one window: ``chunk_size`` and ``history_len`` must stay unset.
+        guidance_scale: goal-guidance scale (0 = none).
         mc_samples: futures averaged per step for ``df_mcg``.
         squash: goal distance squashing ``squash * tanh(d / squash)`` (None = plain distance).
-        fs_horizon: plan length in steps of ``full_sequence`` (goal inpainted at its end); None = Diffuser's
+        fs_horizon: plan length in steps of ``full_sequence`` (goal at its end); None = Diffuser's
             per-maze horizon (umaze 120, medium 250, large 380 steps, rounded to tokens).
-        eta: DDIM eta.
         precision: ``fp32`` or ``bf16`` network calls.
     """
 
     method: str = "df_mcg"
-    steps: int = 20
-    uncertainty_scale: float = 0.5
+    sampling: SamplingConfig = field(default_factory=_plan_sampling)
     guidance_scale: float = 3.0
     mc_samples: int = 4
     squash: Optional[float] = None
     fs_horizon: Optional[int] = None
-    eta: float = 0.0
     precision: str = "fp32"
+
+    def check(self) -> "PlanSettings":
+        """Validate; raises ``ValueError`` naming the option."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+        self.sampling.check()
+        for name in ("chunk_size", "history_len"):
+            if getattr(self.sampling, name) is not None:
+                raise ValueError(f"sampling.{name} does not apply to the planner (a plan is one window); leave it unset")
+        if self.mc_samples < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.fs_horizon is not None and self.fs_horizon < 1:
+            raise ValueError(f"fs_horizon must be >= 1 step (or None for Diffuser's), got {self.fs_horizon}")
+        return self
+
+    def with_overrides(self, **overrides: Any) -> "PlanSettings":
+        """A copy with ``overrides``: fields of this class or of :class:`SamplingConfig` (e.g. ``steps=10``)."""
+        own = {f.name for f in fields(PlanSettings)} - {"sampling"}
+        sampling = {f.name for f in fields(SamplingConfig)}
+        unknown = set(overrides) - own - sampling - {"sampling"}
+        if unknown:
+            raise TypeError(f"unknown planning option(s) {sorted(unknown)}; see PlanSettings and dforce.SamplingConfig")
+        base = overrides.get("sampling", self.sampling)
+        samp = replace(base, **{k: v for k, v in overrides.items() if k in sampling})
+        return replace(self, sampling=samp, **{k: v for k, v in overrides.items() if k in own}).check()
 
 
 DIFFUSER_HORIZON = {"umaze": 120, "medium": 250, "large": 380}
 
 
 class Planner:
-    """A trained planning model plus its normalizer; plans in world units."""
+    """A trained planning model plus its normalizer, on ``device``; plans in world units.
 
-    def __init__(self, model: DiffusionForcing, cfg: PlannerConfig, mean: np.ndarray, std: np.ndarray, extra: Optional[dict] = None) -> None:
-        self.model, self.cfg = model.eval(), cfg
-        self.mean = torch.as_tensor(np.asarray(mean, np.float32))
-        self.std = torch.as_tensor(np.asarray(std, np.float32))
+    ``device``: where the model runs (None: where its weights are); ``extra``: training notes kept
+    with the model.
+    """
+
+    def __init__(
+        self, model: DiffusionForcing, cfg: PlannerConfig, mean: Any, std: Any, extra: Optional[dict] = None,
+        device: Union[str, torch.device, None] = None,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model, self.cfg = model.to(self.device).eval(), cfg
+        self.mean = torch.as_tensor(np.asarray(mean, np.float32), device=self.device)
+        self.std = torch.as_tensor(np.asarray(std, np.float32), device=self.device)
         self.extra = extra or {}
 
     # ---------------------------------------------------------------- checkpoints
-    def save(self, path: str) -> str:
-        """Write weights (safetensors) + config (JSON) into one ``.dfplan`` folder, atomically."""
-        from safetensors.torch import save_file
-
-        path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
-        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, os.path.join(tmp, "model.safetensors"))
-        meta = {"config": asdict(self.cfg), "mean": self.mean.tolist(), "std": self.std.tolist(), "extra": self.extra}
-        with open(os.path.join(tmp, "planner.json"), "w") as f:
-            json.dump(meta, f, indent=2, default=str)
-        if os.path.isdir(path):
-            old = tempfile.mkdtemp(dir=parent, prefix=".old-")
-            os.replace(path, os.path.join(old, "x"))
-            os.replace(tmp, path)
-            import shutil
-
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        return path
+    def save(self, path: str, overwrite: bool = True) -> Path:
+        """Export with :func:`dforce.training.export_model`: ``model.safetensors`` + ``config.json``,
+        whose ``extra["planner"]`` holds the :class:`PlannerConfig`, the normalizer and ``extra``."""
+        meta = {"config": asdict(self.cfg), "mean": self.mean.tolist(), "std": self.std.tolist(), "info": self.extra}
+        return export_model(self.model, path, extra={"planner": json.loads(json.dumps(meta, default=str))}, overwrite=overwrite)
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "cpu") -> "Planner":
-        """Load a planner written by :meth:`save` (a folder with ``planner.json`` and ``model.safetensors``)."""
+    def from_checkpoint(cls, path: str, device: Union[str, torch.device] = "cpu") -> "Planner":
+        """Load a planner written by :meth:`save` (or an old ``.dfplan`` folder with ``planner.json``) onto ``device``."""
+        p = Path(path)
+        if (p / "planner.json").is_file() and not (p / "config.json").exists():
+            return cls._from_dfplan(p, device)
+        if p.is_dir() and not (p / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a planner folder (no config.json); train one with `dforce plan train --out {path}`")
+        model, extra = load_model(p, map_location=str(device))
+        meta = extra.get("planner")
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path} is a dforce model but not a planner (no 'planner' entry in its config.json extra); "
+                             "pass a folder written by `dforce plan train`")
+        try:
+            cfg = PlannerConfig(**meta["config"])
+            mean, std = meta["mean"], meta["std"]
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{p / 'config.json'}: the planner entry is invalid ({err}); retrain with `dforce plan train`") from None
+        return cls(model, cfg, mean, std, meta.get("info", {}), device=device)
+
+    @classmethod
+    def _from_dfplan(cls, path: Path, device: Union[str, torch.device]) -> "Planner":
+        """Read the earlier planner format (``planner.json`` + ``model.safetensors``); :meth:`save` converts it."""
         from safetensors.torch import load_file
 
-        meta_path = os.path.join(path, "planner.json")
-        if not os.path.exists(meta_path):
-            raise FileNotFoundError(f"{path} is not a planner checkpoint (no planner.json); train one with `dforce plan train`")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        cfg = PlannerConfig(**meta["config"])
-        model = build_model(cfg)
-        model.load_state_dict(load_file(os.path.join(path, "model.safetensors"), device=device))
-        return cls(model.to(device), cfg, np.array(meta["mean"]), np.array(meta["std"]), meta.get("extra", {}))
+        try:
+            meta = json.loads((path / "planner.json").read_text())
+            cfg = PlannerConfig(**meta["config"])
+            model = build_model(cfg)
+            model.load_state_dict(load_file(str(path / "model.safetensors")))
+            mean, std = meta["mean"], meta["std"]
+        except Exception as err:  # noqa: BLE001 - any defect of an old folder gets the same one-line fix
+            raise ValueError(f"{path} is an old-format planner (planner.json) that cannot be read ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:120]}); retrain it with `dforce plan train`") from None
+        return cls(model, cfg, mean, std, meta.get("extra", {}), device=device)
 
     # ---------------------------------------------------------------- planning
     @property
@@ -316,17 +312,17 @@ class Planner:
         return f * self.std + self.mean
 
     def start_features(self, obs: Tensor) -> Tensor:
-        """Observation [B, 4] -> frame features [B, D] (unknown actions as 0)."""
+        """Observation [B, 4] -> frame features [B, D] (unknown actions at their mean), on ``obs``'s device."""
         d = self.cfg.frame_dim()
-        f = torch.zeros(obs.shape[0], d)
+        f = torch.zeros(obs.shape[0], d, device=obs.device)
         f[:, : min(d, 4)] = obs[:, : min(d, 4)]
         if d == 6:
-            f[:, 4:] = self.mean[4:]
+            f[:, 4:] = self.mean[4:].to(obs.device)
         return f
 
     def goal_features(self, goal: Tensor) -> Tensor:
         """Goal [B, 2] -> a resting frame at the goal [B, D]."""
-        f = torch.zeros(goal.shape[0], self.cfg.frame_dim())
+        f = torch.zeros(goal.shape[0], self.cfg.frame_dim(), device=goal.device)
         f[:, :2] = goal
         return f
 
@@ -344,20 +340,20 @@ class Planner:
 
         Args:
             horizon: steps to plan (default: the maze's episode length); at most
-                ``(tokens - 1) * frame_stack``; rounded up to whole tokens.
-            settings / overrides: :class:`PlanSettings` fields, e.g. ``method="df"``, ``guidance_scale=5``.
+                ``(tokens - 1) * frame_stack * frame_skip``; rounded up to whole tokens.
+            settings / overrides: :class:`PlanSettings` or :class:`SamplingConfig` fields, e.g.
+                ``method="df"``, ``guidance_scale=5``, ``steps=10``.
+            seed: makes the plan reproducible (the same numbers on the same device).
         Returns: planned frames after the observation [B, H, D] in world units, one every
             ``frame_skip`` steps (frame ``i`` is the state ``(i + 1) frame_skip`` steps ahead);
             H is a multiple of ``frame_stack``.
         """
-        s = PlanSettings(**{**asdict(settings or PlanSettings()), **overrides})
-        if s.method not in METHODS:
-            raise ValueError(f"unknown method {s.method!r}; choose one of {list(METHODS)}")
-        obs = torch.as_tensor(np.asarray(observation, np.float32)).reshape(-1, 4)
-        goal = torch.as_tensor(np.asarray(goal, np.float32)).reshape(-1, 2)
+        s = (settings or PlanSettings()).with_overrides(**overrides)
+        obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device).reshape(-1, 4)
+        goal = torch.as_tensor(np.asarray(goal, np.float32), device=self.device).reshape(-1, 2)
         if goal.shape[0] != obs.shape[0]:
             raise ValueError(f"observation and goal batch sizes differ: {obs.shape[0]} vs {goal.shape[0]}")
-        cfg, fs, w = self.cfg, self.cfg.frame_stack, self.cfg.window()
+        cfg, w = self.cfg, self.model.window
         max_h = (w - 1) * cfg.token_steps()
         if s.method == "full_sequence":
             horizon = s.fs_horizon or DIFFUSER_HORIZON.get(cfg.maze, max_h)
@@ -365,43 +361,49 @@ class Planner:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 step, got {horizon}")
         h = min(math.ceil(horizon / cfg.token_steps()), w - 1)
-        b, d = obs.shape[0], cfg.frame_dim()
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
-        grid = level_grid(s.steps, self.model.noise_schedule)
+        start = self._normalize(self.start_features(obs))
+        if s.method == "full_sequence":
+            frames = self._inpaint(start, self._normalize(self.goal_features(goal)), h, s, seed)
+        else:
+            frames = self._guided(start, goal, h, s, seed)
+        return self._denormalize(frames).cpu().numpy()
 
-        known = torch.zeros(b, w, dtype=torch.bool)
-        known_values = torch.zeros(b, w, fs * d)
-        known[:, 0] = True
-        known_values[:, 0] = self._normalize(self.start_features(obs)).repeat(1, fs)
-        if s.method == "full_sequence":
-            m = scheduling_matrix("full_sequence", h, s.steps)
-            known[:, h] = True  # goal inpainted as the last plan token (Diffuser)
-            known_values[:, h] = self._normalize(self.goal_features(goal)).repeat(1, fs)
-        else:
-            m = scheduling_matrix("pyramid", h, s.steps, uncertainty_scale=s.uncertainty_scale)
-        lv = torch.ones(m.shape[0], w)
-        lv[:, 1 : h + 1] = grid[m]
-        if s.method == "full_sequence":
-            lv[:, 0] = lv[:, 1]  # Diffuser: clean start relabelled at the sequence's level
-        else:
-            lv[:, 0] = 0.0
-        x = torch.randn(b, w, fs * d, generator=g)
+    def _guided(self, start: Tensor, goal: Tensor, h: int, s: PlanSettings, seed: Optional[int]) -> Tensor:
+        """Diffusion Forcing: ``model.sample`` after the start token, goal reward guidance -> frames [B, h fs, D]."""
+        fs, d = self.cfg.frame_stack, self.cfg.frame_dim()
         guidance = None
-        if s.method != "full_sequence" and s.guidance_scale > 0:
-            weights = torch.zeros(b, w * fs)
-            weights[:, fs : (h + 1) * fs] = 1.0 / fs
-            reward = lambda x0, info: goal_reward(  # noqa: E731
-                x0, goal, weights, fs, d, mean=self.mean, std=self.std, squash=s.squash
-            )
+        if s.guidance_scale > 0:
+
+            def reward(x0: Tensor, info: Any) -> Tensor:
+                weights = torch.zeros(x0.shape[0], x0.shape[1] * fs, device=x0.device)
+                weights[:, fs : (h + 1) * fs] = 1.0 / fs  # the plan tokens: not the start, not the padding
+                return goal_reward(x0, goal, weights, fs, d, mean=self.mean, std=self.std, squash=s.squash)
+
             # x0 space: bounded at pure noise, where the planner's pyramid starts (scale tuned for it)
             guidance = RewardGuidance(reward, s.guidance_scale, s.mc_samples if s.method == "df_mcg" else 1, space="x0")
+        context = start[:, None, :].expand(-1, fs, -1)
+        return self.model.sample(context, h * fs, config=s.sampling, guidance=guidance, seed=seed, precision=s.precision)
 
+    def _inpaint(self, start: Tensor, goal: Tensor, h: int, s: PlanSettings, seed: Optional[int]) -> Tensor:
+        """Diffuser-style: start (token 0) and goal (token h) known, tokens 0..h at one level, padding
+        at pure noise; the core row loop -> frames [B, h fs, D] (the last token is the goal)."""
+        c, m = s.sampling, self.model
+        b, fs, d = start.shape[0], self.cfg.frame_stack, self.cfg.frame_dim()
+        pad = (not m.causal) if c.pad_to_window is None else c.pad_to_window
+        width = m.window if pad else h + 1
+        grid = level_grid(c.steps, m.noise_schedule, c.level_spacing).to(self.device)
+        levels = window_levels(scheduling_matrix("full_sequence", h + 1, c.steps), grid, width)
+        known = torch.zeros(b, width, dtype=torch.bool, device=self.device)
+        known[:, [0, h]] = True
+        values = torch.zeros(b, width, fs * d, device=self.device)
+        values[:, 0], values[:, h] = start.repeat(1, fs), goal.repeat(1, fs)
+        g = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        x = torch.randn(b, width, fs * d, generator=g, device=self.device)
         out = sample_window(
-            self.model.denoiser(s.precision), x, lv, schedule=self.model.noise_schedule, eta=s.eta, guidance=guidance,
-            known_mask=known, known_values=known_values, history="relabel", generator=g,
+            m.denoiser(s.precision), x, levels, schedule=m.noise_schedule, eta=c.eta, known_mask=known, known_values=values,
+            history=c.history, generator=g, clip_x0=c.clip_x0,
         )
-        frames = out[:, 1 : h + 1].reshape(b, h * fs, d)
-        return self._denormalize(frames).numpy()
+        return out[:, 1 : h + 1].reshape(b, h * fs, d)
 
     def target(self, plan: np.ndarray, plan_obs: np.ndarray, steps_ahead: int) -> np.ndarray:
         """The plan's state ``steps_ahead`` steps after it was made [B, D], linearly interpolated.
@@ -412,7 +414,7 @@ class Planner:
         pos = min(steps_ahead / k, plan.shape[1])  # 0 = the start, i = plan frame i - 1
         i = int(math.floor(pos))
         frac = pos - i
-        start = self.start_features(torch.as_tensor(np.asarray(plan_obs, np.float32))).numpy()
+        start = self.start_features(torch.as_tensor(np.asarray(plan_obs, np.float32))).cpu().numpy()
         seq = np.concatenate([start[:, None], plan], 1)
         if i >= seq.shape[1] - 1:
             return seq[:, -1]

@@ -4,10 +4,10 @@ from dforce.sampling import scheduling
 from dforce.sampling.cached import CACHES, CachedDenoiser
 from dforce.sampling.rollout import SamplingConfig, iter_rollout, plan_windows
 from dforce.sampling.sampler import Guidance, StepInfo, autocast, conditional, ddim_step, iter_sample_window, sample_window
-from dforce.sampling.scheduling import format_matrix, level_grid, scheduling_matrix, validate
+from dforce.sampling.scheduling import format_matrix, level_grid, scheduling_matrix, validate, window_levels
 
 __all__ = [
     "CACHES", "CachedDenoiser", "Guidance", "SamplingConfig", "StepInfo", "autocast", "conditional", "ddim_step",
     "format_matrix", "iter_rollout", "iter_sample_window", "level_grid", "plan_windows", "sample_window",
-    "scheduling", "scheduling_matrix", "validate",
+    "scheduling", "scheduling_matrix", "validate", "window_levels",
 ]

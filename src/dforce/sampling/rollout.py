@@ -17,7 +17,7 @@ from torch import Tensor
 
 from dforce.diffusion.schedules import NoiseSchedule
 from dforce.sampling.sampler import HISTORY, Denoiser, Guidance, iter_sample_window
-from dforce.sampling.scheduling import level_grid, scheduling_matrix
+from dforce.sampling.scheduling import level_grid, scheduling_matrix, window_levels
 
 ROLLOUT_SCHEDULING = ("autoregressive", "pyramid", "full_sequence", "trapezoid")
 LEVEL_SPACING = ("uniform", "logsnr")
@@ -173,8 +173,7 @@ def iter_rollout(
     for start, hist, new in iterator:
         matrix = scheduling_matrix(config.scheduling, new, config.steps, **kwargs).to(device)
         w = hist + new + (window - hist - new if pad else 0)
-        lv = torch.ones(batch_size, matrix.shape[0], w, device=device)
-        lv[:, :, hist : hist + new] = grid[matrix]
+        lv = window_levels(matrix, grid, w, hist)[None].repeat(batch_size, 1, 1)
         hist_gen = generated[:, start : start + hist]
         hist_obs = observed[:, start : start + hist]
         if config.history == "replacement":

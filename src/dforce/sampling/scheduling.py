@@ -142,6 +142,18 @@ def level_grid(steps: int, schedule=None, spacing: str = "uniform") -> Tensor:
     raise ValueError(f"unknown level spacing {spacing!r}; choose 'uniform' or 'logsnr'")
 
 
+def window_levels(matrix: Tensor, grid: Tensor, window: int, start: int = 0) -> Tensor:
+    """Continuous levels [R, window] of a window in which tokens ``start .. start + H - 1`` follow
+    ``matrix`` [R, H] through ``grid`` [S + 1] (``grid[M[r, h]]``) and every other token stays at
+    pure noise (level 1): padding, or tokens the caller sets itself (history, keyframes)."""
+    rows, h = matrix.shape
+    if start < 0 or start + h > window:
+        raise ValueError(f"{h} scheduled tokens from token {start} do not fit a window of {window} tokens")
+    levels = torch.ones(rows, window, device=grid.device, dtype=grid.dtype)
+    levels[:, start : start + h] = grid[matrix.to(grid.device)]
+    return levels
+
+
 def format_matrix(matrix: Tensor) -> str:
     """The matrix as aligned text, one row per iteration."""
     m = torch.as_tensor(matrix)

@@ -46,6 +46,8 @@ def model_spec(model: DiffusionForcing) -> dict:
         "cond_dropout": model.cond_dropout,
         "noise_clip": model.noise_clip,
         "padding_weight": model.padding_weight,
+        "known_start_prob": model.known_start_prob,
+        "known_start_level": model.known_start_level,
     }
 
 
