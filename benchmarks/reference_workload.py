@@ -261,7 +261,9 @@ def bench_rollouts(args, repo: Optional[Path]) -> list[dict]:
         print(f"== {sch} chunk {chunk} B={b}", flush=True)
         ref_times = timed(lambda n: reference_rollout(ref, b, n, sch, chunk, args.device), h, chunk, args.device) if ref else None
         paths = [(kind, cache, "fp32") for kind in models for cache in w["caches"]]
-        if b > 1 and sch == "autoregressive":
+        if args.short:
+            paths = [p for p in paths if p[0] == "equal" or p[1] == w["caches"][-1]]
+        elif b > 1 and sch == "autoregressive":
             paths += [(kind, cache, "bf16") for kind in models for cache in ("window", "rolling")]
         for kind, cache, precision in paths:
             times = timed(lambda n: dforce_rollout(models[kind], b, n, sch, chunk, args.device, cache, precision), h, chunk, args.device)
@@ -317,6 +319,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the issue's workload: 2)")
     ap.add_argument("--quick", action="store_true", help="seconds; writes nothing")
+    ap.add_argument("--short", action="store_true", help="fewer rows (a lent GPU's time budget): the default model only with "
+                    "its best cache, no bf16 rollouts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = provenance()

@@ -220,7 +220,7 @@ def load_model(path: str | os.PathLike, expect: Optional[dict] = None, map_locat
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"{weights} holds NaN or inf weights ({', '.join(bad[:3])}); the training diverged: retrain or use an earlier checkpoint")
-    return model.eval(), config.get("extra", {})
+    return model.to(map_location).eval(), config.get("extra", {})
 
 
 def _load_state(model: DiffusionForcing, state: dict, weights: Path, cfg_file: Path):
