@@ -179,8 +179,8 @@ def markdown(res: dict) -> str:
     lines = ["# Dynamics benchmark: Diffusion Forcing vs teacher forcing over 10x rollouts", "",
              f"Command: `{res['command']}`  ", f"git sha: `{res['git_sha']}`  ",
              f"Seeds: {list(res['config']['seeds'])}; {res['config']['train_steps']} training steps per model "
-             f"(batch {res['config']['batch_size']}); sampling {res['config']['steps']} steps, stabilization "
-             f"{res['config']['stabilization']} at {res['config']['stabilization_level']}; DF training noise "
+             f"(batch {res['config']['batch_size']}); sampling {res['config']['steps']} steps, history "
+             f"{res['config']['history']} at {res['config']['stabilization_level']}; DF training noise "
              f"`{res['config']['training_noise']}`. Wall time {res['total_seconds']:.0f} s on {res['machine']['cpu_count']} "
              f"cores, 1 torch thread (load avg at start {res['machine']['load_avg_1min']}).", "",
              "W1: mean over dimensions of the 1-D Wasserstein-1 distance between a rollout segment (one training "
@@ -343,8 +343,9 @@ def main(argv: Optional[list] = None) -> int:
     for g in res["goals"]:
         log(g)
     name = args.name or (None if args.quick else "dynamics")
+    text = markdown(res)  # built in quick runs too, so a smoke test covers it
     if name:
-        j, m = write_results(name, res, markdown(res))
+        j, m = write_results(name, res, text)
         log(f"wrote {j} and {m}")
     return 0
 
