@@ -12,7 +12,7 @@ backbone pass over the window's changed tokens) per generated token; ``tokens_pe
 the backbone evaluated (batch rows excluded) per generated token, which the KV cache makes smaller
 than ``calls x window``. Both are counted, not assumed.
 
-    python benchmarks/solvers.py           # ~8 min -> results/solvers.{json,md}
+    python benchmarks/solvers.py           # ~10 min -> results/solvers.{json,md}
     python benchmarks/solvers.py --quick   # seconds, a smoke test (writes nothing)
 """
 
@@ -44,8 +44,13 @@ from dforce.dynamics.experiment import (  # noqa: E402
 )
 
 SYSTEM = "lorenz63"
-REFERENCE = ("ddim", 50)
-SAMPLERS = (REFERENCE, ("ddim", 25), ("ddim", 10), ("ddim", 5), ("dpm++2m", 10), ("dpm++2m", 5), ("dpm++2m", 3))
+REFERENCE = ("ddim", 50, "uniform")
+# (solver, steps, level_spacing): the default uniform-in-t grid, then the logSNR-uniform grid DPM-Solver is made for
+SAMPLERS = (REFERENCE, ("ddim", 25, "uniform"), ("ddim", 10, "uniform"), ("ddim", 5, "uniform"), ("dpm++2m", 10, "uniform"),
+            ("dpm++2m", 5, "uniform"), ("dpm++2m", 3, "uniform"), ("ddim", 10, "logsnr"), ("ddim", 5, "logsnr"),
+            ("dpm++2m", 10, "logsnr"), ("dpm++2m", 5, "logsnr"))
+CONVERGENCE_STEPS = (5, 10, 20, 40, 80)
+CONVERGENCE_REFERENCE_STEPS = 1000
 TOLERANCE = 0.05
 
 
@@ -93,23 +98,39 @@ def run(cfg: BenchConfig, log) -> dict:
     horizon = cfg.rollout_windows * s.window
     ctx, truth = test[: cfg.num_rollouts, : s.context], test[: cfg.num_rollouts, s.context :]
     rows = []
-    for solver, steps in SAMPLERS:
+    for solver, steps, spacing in SAMPLERS:
         per_seed = []
+        over = dict(steps=steps, solver=solver, level_spacing=spacing)
         for seed in cfg.seeds:
             t1 = time.time()
             counter.calls = counter.tokens = 0
-            pred = sample(model, ctx, horizon, s, cfg, "df_ar", seed, steps=steps, solver=solver)
+            pred = sample(model, ctx, horizon, s, cfg, "df_ar", seed, **over)
             calls, tokens = counter.calls / horizon, counter.tokens / horizon
             r = evaluate(pred, truth, reference, s.window, False)
-            crps = short_horizon(model, "df_ar", test, s, cfg, seed, steps=steps, solver=solver)["crps_first8"]
+            crps = short_horizon(model, "df_ar", test, s, cfg, seed, **over)["crps_first8"]
             per_seed.append({"seed": seed, "w1": float(r["w1_last"]), "crps": float(crps), "calls_per_token": calls,
                              "tokens_per_token": tokens, "diverged_fraction": float(r["diverged_fraction"]),
                              "seconds": round(time.time() - t1, 1)})
-            log(f"  {solver:8s} {steps:2d} steps seed {seed}: W1 {r['w1_last']:.4f} CRPS {crps:.4f} "
+            log(f"  {solver:8s} {steps:2d} steps {spacing:7s} seed {seed}: W1 {r['w1_last']:.4f} CRPS {crps:.4f} "
                 f"calls/token {calls:.2f} ({per_seed[-1]['seconds']}s)")
-        rows.append({"sampler": solver, "steps": steps, "per_seed": per_seed})
+        rows.append({"sampler": solver, "steps": steps, "level_spacing": spacing, "per_seed": per_seed})
     summarize(rows)
-    return {"rows": rows, "train_seconds": train_seconds}
+    return {"rows": rows, "convergence": convergence(model, ctx, s, log), "train_seconds": train_seconds}
+
+
+def convergence(model, ctx: np.ndarray, s, log) -> dict:
+    """ODE-solver error alone: the first token after true context, mean |x - x_ref| against
+    ``CONVERGENCE_REFERENCE_STEPS``-step DDIM with the same noise, per solver, spacing and steps."""
+    out: dict = {}
+    context = torch.from_numpy(ctx)
+    for spacing in ("uniform", "logsnr"):
+        one = lambda steps, solver: model.sample(context, 1, steps=steps, solver=solver, level_spacing=spacing, seed=0,  # noqa: E731
+                                                 history_len=s.window - 1)
+        with torch.inference_mode():
+            ref = one(CONVERGENCE_REFERENCE_STEPS, "ddim")
+            out[spacing] = {solver: [float((one(n, solver) - ref).abs().mean()) for n in CONVERGENCE_STEPS] for solver in ("ddim", "dpm++2m")}
+        log(f"  convergence {spacing}: {out[spacing]}")
+    return out
 
 
 def stats(v: list) -> dict:
@@ -118,7 +139,7 @@ def stats(v: list) -> dict:
 
 def summarize(rows: list) -> None:
     """Mean ± std over seeds, the change against 50-step DDIM (paired by seed) and the 5% verdict."""
-    ref = next(r for r in rows if (r["sampler"], r["steps"]) == REFERENCE)
+    ref = next(r for r in rows if (r["sampler"], r["steps"], r["level_spacing"]) == REFERENCE)
     for r in rows:
         for k in ("calls_per_token", "tokens_per_token"):  # the same for every seed
             r[k] = float(np.mean([p[k] for p in r["per_seed"]]))
@@ -150,18 +171,26 @@ def markdown(res: dict) -> str:
              "- **within 5%**: mean W1 and mean CRPS over seeds both within ±5% of 50-step DDIM's (two-sided: a sampler "
              "that has not converged can also score lower, e.g. less spread lowers CRPS). "
              "**Δ vs ref**: the per-seed relative change against 50-step DDIM with the same sampling seed, mean ± std.", "",
-             "| sampler | steps | calls/token | tokens/token | W1 last segment | Δ W1 vs ref | CRPS first 8 | Δ CRPS vs ref | within 5% |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| sampler | steps | level spacing | calls/token | tokens/token | W1 last segment | Δ W1 vs ref | CRPS first 8 | Δ CRPS vs ref | within 5% |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: f"{100 * v['mean']:+.1f}% ± {100 * v['std']:.1f}%"  # noqa: E731
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['calls_per_token']:.1f} | {r['tokens_per_token']:.1f} | "
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['level_spacing']} | {r['calls_per_token']:.1f} | {r['tokens_per_token']:.1f} | "
                      f"{r['w1']['mean']:.4f} ± {r['w1']['std']:.4f} | {pct(r['w1_rel_to_reference'])} | "
                      f"{r['crps']['mean']:.4f} ± {r['crps']['std']:.4f} | {pct(r['crps_rel_to_reference'])} | "
                      f"{'yes' if r['within_5pct_of_ddim50'] else 'no'} |")
     lines += ["", f"Seed noise of the reference (std / mean over sampling seeds): W1 {100 * noise['w1']:.1f}%, "
               f"CRPS {100 * noise['crps']:.1f}%. " + " ".join(
                   f"{k.upper()}'s seed noise exceeds the 5% tolerance, so its verdicts are within noise, not a resolved difference."
-                  for k, v in noise.items() if v > TOLERANCE)]
+                  for k, v in noise.items() if v > TOLERANCE),
+              "", "## Solver error alone", "",
+              f"The first token after true context ({c['num_rollouts']} contexts, the same noise), mean |x - x_ref| against "
+              f"{CONVERGENCE_REFERENCE_STEPS}-step DDIM on the same level grid: the ODE-solver error without rollout chaos.", "",
+              "| level spacing | solver | " + " | ".join(f"{n} steps" for n in CONVERGENCE_STEPS) + " |",
+              "|---|---|" + "---|" * len(CONVERGENCE_STEPS)]
+    for spacing, by_solver in res["convergence"].items():
+        for solver, errs in by_solver.items():
+            lines.append(f"| {spacing} | {solver} | " + " | ".join(f"{e:.2e}" for e in errs) + " |")
     return "\n".join(lines)
 
 
