@@ -33,8 +33,8 @@ class SamplingConfig:
         steps: sampling steps ``S`` per token.
         eta: 0 = deterministic DDIM, 1 = ancestral.
         solver: the per-token step: ``ddim`` (the default; any ``eta``) or ``dpm++2m``
-            (DPM-Solver++(2M), second order over each token's own levels; ``eta = 0`` only), for
-            fewer steps at the same quality (``docs/guide.md``, "Solvers").
+            (DPM-Solver++(2M), second order over each token's own levels; ``eta = 0`` only; pays
+            off from about 20 steps, see ``docs/guide.md``, "Solvers").
         uncertainty_scale: ``u`` of ``pyramid`` / ``trapezoid``.
         chunk_size: new tokens per window (default: ``window - history_len``).
         history_len: history tokens kept in each window after the first (default: the number of
