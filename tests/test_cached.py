@@ -59,6 +59,19 @@ def test_window_cache_equals_uncached_for_any_schedule_and_chunk(scheduling, u):
     assert close(model.sample(batch_size=2, horizon=10, cache="window", **kw), ref)
 
 
+@pytest.mark.parametrize("scheduling", ["autoregressive", "pyramid"])
+def test_window_cache_equals_uncached_with_dpmpp_2m(scheduling):
+    model = make_model(spy=True)
+    kw = dict(steps=4, scheduling=scheduling, solver="dpm++2m", chunk_size=2, history_len=W - 2, stabilization_level=0.05, seed=1)
+    ctx = torch.randn(2, 3, 3)
+    ref = model.sample(ctx, 11, **kw)
+    uncached = model.backbone.tokens_evaluated()
+    model.backbone.calls.clear()
+    assert close(model.sample(ctx, 11, cache="window", **kw), ref)
+    assert model.backbone.tokens_evaluated() < uncached
+    assert not close(model.sample(ctx, 11, **{**kw, "solver": "ddim"}), ref)  # the solver is used
+
+
 @pytest.mark.parametrize("guidance", [ClassifierFreeGuidance(2.0), HistoryGuidance.vanilla(2.0),
                                       HistoryGuidance.fractional(1.5, stabilized=True)])
 def test_window_cache_equals_uncached_with_guidance(guidance):

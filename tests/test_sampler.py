@@ -1,11 +1,11 @@
-"""DDIM / ancestral steps against closed forms on Gaussian data, and sampler behaviour."""
+"""DDIM / ancestral / DPM-Solver++(2M) steps against closed forms on Gaussian data, and sampler behaviour."""
 
 import pytest
 import torch
 
 from dforce import testing
 from dforce.diffusion import get_schedule
-from dforce.sampling import ddim_step, level_grid, sample_window, scheduling_matrix
+from dforce.sampling import SamplingConfig, ddim_step, level_grid, sample_window, scheduling_matrix
 
 MU, S0 = 1.5, 0.5
 
@@ -74,7 +74,8 @@ def test_full_sampler_recovers_gaussian_data(eta):
     assert abs(out.std() - S0) < 0.03
 
 
-def test_unchanged_tokens_are_bit_identical():
+@pytest.mark.parametrize("solver, eta", [("ddim", 1.0), ("dpm++2m", 0.0)])
+def test_unchanged_tokens_are_bit_identical(solver, eta):
     sched = get_schedule("cosine")
     steps = 6
     m = scheduling_matrix("autoregressive", 3, steps)
@@ -86,7 +87,7 @@ def test_unchanged_tokens_are_bit_identical():
         calls.append((xx.clone(), t.clone()))
         return torch.zeros_like(xx), xx.clone()
 
-    sample_window(denoise, x, levels, schedule=sched, eta=1.0, generator=torch.Generator().manual_seed(0))
+    sample_window(denoise, x, levels, schedule=sched, eta=eta, solver=solver, generator=torch.Generator().manual_seed(0))
     # token 2 waits at pure noise until row 2 * steps: its value must not change before then
     for xx, t in calls[: 2 * steps]:
         assert torch.equal(xx[:, 2], x[:, 2])
@@ -128,3 +129,96 @@ def test_sampler_rejects_rising_levels():
     lv = torch.tensor([[1.0, 1.0], [0.5, 0.8], [0.6, 0.0]])
     with pytest.raises(ValueError, match="non-increasing"):
         sample_window(lambda x, t, c: (x, x), torch.zeros(1, 2, 1), lv, schedule=sched)
+
+
+# ---------------------------------------------------------------- DPM-Solver++(2M)
+
+
+def pf_ode_on_interval(name, lam_lo=-4.0, lam_hi=4.0):
+    """Levels [N + 1, 1] uniform in logSNR from ``lam_lo`` to ``lam_hi``, and the exact probability-flow
+    ODE map of N(MU, S0^2) data between the two ends (it keeps the z-score of x_t)."""
+    sched = get_schedule(name)
+
+    def levels(n):
+        return sched.t_from_logsnr(torch.linspace(lam_lo, lam_hi, n + 1))[:, None]
+
+    (a0, s0), (a1, s1) = (sched.alpha_sigma(t) for t in levels(1)[:, 0])
+    sd0, sd1 = (a0**2 * S0**2 + s0**2).sqrt(), (a1**2 * S0**2 + s1**2).sqrt()
+    return sched, levels, lambda x: a1 * MU + sd1 * (x - a0 * MU) / sd0
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "rectified_flow"])
+def test_dpmpp_2m_solves_the_probability_flow_ode_to_second_order(name):
+    sched, levels, exact = pf_ode_on_interval(name)
+    x = torch.linspace(-3, 3, 13).reshape(13, 1, 1)
+
+    def err(solver, n):
+        return (sample_window(gaussian_denoiser(sched), x, levels(n), schedule=sched, solver=solver) - exact(x)).abs().max().item()
+
+    assert err("dpm++2m", 5) < err("ddim", 5) / 5
+    assert err("dpm++2m", 5) < err("ddim", 25)
+    e2m, eddim = [err("dpm++2m", n) for n in (20, 40, 80)], [err("ddim", n) for n in (20, 40, 80)]
+    assert all(3.2 < a / b < 4.8 for a, b in zip(e2m, e2m[1:])), e2m  # halving h quarters the error
+    assert all(1.8 < a / b < 2.2 for a, b in zip(eddim, eddim[1:])), eddim  # DDIM: first order
+
+
+def test_dpmpp_2m_matches_the_multistep_formula_and_starts_with_ddim():
+    sched = get_schedule("cosine")
+    den = gaussian_denoiser(sched)
+    lv = torch.tensor([[0.9], [0.6], [0.4], [0.0]])
+    x = torch.randn(5, 1, 2, generator=torch.Generator().manual_seed(0))
+    # first step: DDIM's, bit for bit
+    assert torch.equal(sample_window(den, x, lv[:2], schedule=sched, solver="dpm++2m"), sample_window(den, x, lv[:2], schedule=sched))
+    # second step by hand: D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev, x_s = sigma_s/sigma_t x_t - alpha_s (exp(-h) - 1) D
+    (a0, s0), (a1, s1), (a2, s2) = (sched.alpha_sigma(lv[i, 0]) for i in range(3))
+    lam = [torch.log(a / s) for a, s in ((a0, s0), (a1, s1), (a2, s2))]
+    x0_prev = den(x, lv[0].expand(5, 1))[0]
+    x1 = (s1 / s0) * x - a1 * torch.expm1(lam[0] - lam[1]) * x0_prev
+    x0_t = den(x1, lv[1].expand(5, 1))[0]
+    h, h_prev = lam[2] - lam[1], lam[1] - lam[0]
+    d = (1 + h / (2 * h_prev)) * x0_t - h / (2 * h_prev) * x0_prev
+    x2 = (s2 / s1) * x1 - a2 * torch.expm1(-h) * d
+    out = sample_window(den, x, lv[:3], schedule=sched, solver="dpm++2m")
+    assert torch.allclose(out, x2, atol=1e-5)
+    assert not torch.allclose(out, sample_window(den, x, lv[:3], schedule=sched), atol=1e-3)
+    # the final step to level 0 returns x0_hat, as DDIM does
+    x0_last = den(out, lv[2].expand(5, 1))[0]
+    assert torch.allclose(sample_window(den, x, lv, schedule=sched, solver="dpm++2m"), x0_last, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheduling, u", [("pyramid", 0.5), ("pyramid", 2.0), ("autoregressive", 1.0)])
+def test_dpmpp_2m_is_per_token(scheduling, u):
+    # tokens start and finish at different rows; with a denoiser that treats tokens independently
+    # each token must end where its own level sequence, run alone, takes it
+    sched, steps = get_schedule("cosine"), 5
+    grid = level_grid(steps)
+    m = scheduling_matrix(scheduling, 4, steps, **({"uncertainty_scale": u} if scheduling == "pyramid" else {}))
+    x = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0))
+    out = sample_window(gaussian_denoiser(sched), x, grid[m], schedule=sched, solver="dpm++2m")
+    alone = grid[scheduling_matrix("full_sequence", 1, steps)]
+    for h in range(4):
+        own = sample_window(gaussian_denoiser(sched), x[:, h : h + 1], alone, schedule=sched, solver="dpm++2m")
+        assert torch.allclose(out[:, h : h + 1], own, atol=1e-6)
+
+
+def test_dpmpp_2m_restarts_after_a_pause():
+    # a token that sits still for a row takes a first-order step next: the same as DDIM on that row
+    sched = get_schedule("cosine")
+    den = gaussian_denoiser(sched)
+    x = torch.randn(4, 1, 1, generator=torch.Generator().manual_seed(1))
+    lv = torch.tensor([[1.0], [0.7], [0.7], [0.4]])
+    mid = sample_window(den, x, lv[:3], schedule=sched, solver="dpm++2m")
+    assert torch.equal(sample_window(den, x, lv, schedule=sched, solver="dpm++2m"), sample_window(den, mid, lv[2:], schedule=sched))
+
+
+def test_unknown_solver_and_eta_are_refused():
+    lv = level_grid(2)[scheduling_matrix("full_sequence", 1, 2)]
+    args = (lambda x, t, c: (x, x), torch.zeros(1, 1, 1), lv)
+    with pytest.raises(ValueError, match=r"unknown solver 'euler'; choose one of \['ddim', 'dpm\+\+2m'\]"):
+        sample_window(*args, schedule=get_schedule("cosine"), solver="euler")
+    with pytest.raises(ValueError, match="solver='dpm\\+\\+2m'.*eta=0"):
+        sample_window(*args, schedule=get_schedule("cosine"), solver="dpm++2m", eta=0.5)
+    with pytest.raises(ValueError, match="unknown solver"):
+        SamplingConfig(solver="euler").check()
+    with pytest.raises(ValueError, match="eta"):
+        SamplingConfig(solver="dpm++2m", eta=1.0).check()

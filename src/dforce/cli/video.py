@@ -168,8 +168,8 @@ def _generate(argv: list[str]) -> int:
                 raise UserError(f"--keyframes: frame {j} is outside the model's window of {n} frames (0..{n - 1})")
             known[j] = True
         truth = x[:, :n]
-        pred = interpolate(model, truth, known, steps=rc.sampling.steps, eta=rc.sampling.eta, cond=None if cond is None else cond[:, :n],
-                           seed=a.seed, precision=rc.precision)
+        pred = interpolate(model, truth, known, steps=rc.sampling.steps, eta=rc.sampling.eta, solver=rc.sampling.solver,
+                           cond=None if cond is None else cond[:, :n], seed=a.seed, precision=rc.precision)
     else:
         truth = x[:, a.context :]
         pred = generate(model, x[:, : a.context], a.horizon, rc, cond=cond, seed=a.seed)

@@ -167,10 +167,11 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, reference: np.ndarray, seg: in
     return res
 
 
-def short_horizon(model, method, test, s, cfg, seed) -> dict:
+def short_horizon(model, method, test, s, cfg, seed, **over) -> dict:
+    """CRPS and ensemble-mean MSE over the first ``short_tokens`` tokens; ``over`` as in :func:`sample`."""
     n, e, h = cfg.short_contexts, cfg.short_ensemble, cfg.short_tokens
     ctx = np.repeat(test[:n, : s.context], e, 0)
-    pred = clip_diverged(sample(model, ctx, h, s, cfg, method, seed + 7)).reshape(n, e, h, -1)
+    pred = clip_diverged(sample(model, ctx, h, s, cfg, method, seed + 7, **over)).reshape(n, e, h, -1)
     truth = test[:n, s.context : s.context + h]
     return {"crps_first8": crps_ensemble(pred, truth), "mse_first8": float(np.mean((pred.mean(1) - truth) ** 2))}
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from dforce.diffusion.schedules import NoiseSchedule
-from dforce.sampling.sampler import HISTORY, Denoiser, Guidance, iter_sample_window
+from dforce.sampling.sampler import HISTORY, Denoiser, Guidance, check_solver, iter_sample_window
 from dforce.sampling.scheduling import level_grid, scheduling_matrix, window_levels
 
 ROLLOUT_SCHEDULING = ("autoregressive", "pyramid", "full_sequence", "trapezoid")
@@ -32,6 +32,9 @@ class SamplingConfig:
             ``trapezoid`` or a custom integer matrix [R, chunk] (see ``dforce.sampling.scheduling``).
         steps: sampling steps ``S`` per token.
         eta: 0 = deterministic DDIM, 1 = ancestral.
+        solver: the per-token step: ``ddim`` (the default; any ``eta``) or ``dpm++2m``
+            (DPM-Solver++(2M), second order over each token's own levels; ``eta = 0`` only; pays
+            off from about 20 steps, see ``docs/guide.md``, "Solvers").
         uncertainty_scale: ``u`` of ``pyramid`` / ``trapezoid``.
         chunk_size: new tokens per window (default: ``window - history_len``).
         history_len: history tokens kept in each window after the first (default: the number of
@@ -52,6 +55,7 @@ class SamplingConfig:
     scheduling: Union[str, Tensor] = "autoregressive"
     steps: int = 50
     eta: float = 0.0
+    solver: str = "ddim"
     uncertainty_scale: float = 1.0
     chunk_size: Optional[int] = None
     history_len: Optional[int] = None
@@ -75,6 +79,7 @@ class SamplingConfig:
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
+        check_solver(self.solver, self.eta)
         if self.uncertainty_scale < 0:
             raise ValueError(f"uncertainty_scale must be >= 0, got {self.uncertainty_scale}")
         if self.chunk_size is not None and self.chunk_size < 1:
@@ -200,7 +205,7 @@ def iter_rollout(
         final = lv[0, 1:, hist : hist + new] == 0  # [R-1, new]: token clean after row r
         emitted = 0
         for r, x in iter_sample_window(
-            denoise, x, lv, schedule=schedule, eta=config.eta, guidance=guidance, cond=wcond,
+            denoise, x, lv, schedule=schedule, eta=config.eta, solver=config.solver, guidance=guidance, cond=wcond,
             known_mask=known if hist else None, known_values=known_values, history=config.history,
             generated_mask=gen_mask, generator=generator,
             finished_level=0.0 if config.history == "replacement" else config.stabilization_level, clip_x0=config.clip_x0, start=start,

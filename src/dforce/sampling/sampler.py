@@ -13,6 +13,12 @@ whole window (one or more network calls) and moves each token whose level drops 
 ``eta = 1`` samples the exact posterior q(x_s | x_t, x0 = x0_hat) (ancestral / DDPM-like).
 Tokens whose level does not drop are left bit-identical.
 
+``solver='dpm++2m'`` (eta = 0 only) replaces the first-order step by DPM-Solver++(2M) (Lu et al.
+2022, multistep, data prediction), applied per token over that token's own levels: a token that
+also moved in the previous row reuses the ``x0_hat`` of that move (:func:`dpmpp_2m_step`); its
+first move in a window, a move after a row it sat still, and a move to level 0 are first order
+(= DDIM). Any scheduling matrix works, since every token keeps its own history.
+
 *Known* tokens (history, keyframes) are never stepped. At each row they are fed at their level
 in ``levels``; tokens that became clean earlier in the same window (the first tokens of an
 autoregressive or pyramid matrix) are generated history too and are fed at ``finished_level``
@@ -45,6 +51,7 @@ Denoiser = Callable[[Tensor, Tensor, Any], "tuple[Tensor, Tensor]"]
 """``denoise(x [B, W, ...], t [B, W], cond) -> (x0_hat, eps_hat)``, each like ``x`` (float32)."""
 
 HISTORY = ("noise", "relabel", "replacement")
+SOLVERS = ("ddim", "dpm++2m")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -122,6 +129,47 @@ def ddim_step(
     return out.to(x_t.dtype)
 
 
+def check_solver(solver: str, eta: float) -> None:
+    """Raise a one-line error unless ``solver`` is known and supports ``eta``."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
+    if solver == "dpm++2m" and eta != 0:
+        raise ValueError(f"solver='dpm++2m' is deterministic and needs eta=0, got eta={eta}; use eta=0 or solver='ddim'")
+
+
+def dpmpp_2m_step(
+    x_t: Tensor,
+    x0_hat: Tensor,
+    eps_hat: Tensor,
+    t: Tensor,
+    s: Tensor,
+    schedule: NoiseSchedule,
+    x0_prev: Optional[Tensor] = None,
+    t_prev: Optional[Tensor] = None,
+) -> Tensor:
+    """One DPM-Solver++(2M) step (eta = 0) from level ``t`` to ``s <= t`` (both [B, W]), per token.
+
+    ``x0_prev`` [B, W, ...] is each token's ``x0_hat`` at its previous level ``t_prev`` [B, W];
+    where ``t_prev == t`` (no previous step) or ``s == 0`` the step is first order, i.e. DDIM.
+    With ``lambda = log(alpha / sigma)``, ``h = lambda_s - lambda_t``, ``r = h_prev / h``:
+
+        D   = (1 + 1/(2r)) x0_hat - 1/(2r) x0_prev,
+        x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D,
+
+    computed as the DDIM step plus ``alpha_s (1 - exp(-h)) (D - x0_hat)`` (equal when ``x_t =
+    alpha_t x0_hat + sigma_t eps_hat``), so the first-order case is DDIM's bit for bit.
+    """
+    out = ddim_step(x_t, x0_hat, eps_hat, t, s, schedule)
+    if x0_prev is None or t_prev is None:
+        return out
+    lam_prev, lam_t, lam_s = (schedule.logsnr(v) / 2 for v in (t_prev, t, s))
+    h, h_prev = lam_s - lam_t, lam_t - lam_prev
+    second = (h_prev > 0) & (h > 0) & (s > 0)
+    # alpha_s (1 - exp(-h)) / (2 r), zero where the step is first order
+    coef = torch.where(second, schedule.alpha_sigma(s)[0] * -torch.expm1(-h) * h / (2 * h_prev.clamp_min(1e-12)), torch.zeros_like(h))
+    return (out.float() + expand_like(coef, x_t) * (x0_hat.float() - x0_prev.float())).to(x_t.dtype)
+
+
 def _known_inputs(values: Tensor, level: Tensor, history: str, schedule: NoiseSchedule, eps: Optional[Tensor], generator) -> Tensor:
     if history == "relabel":
         return values
@@ -137,6 +185,7 @@ def iter_sample_window(
     *,
     schedule: NoiseSchedule,
     eta: float = 0.0,
+    solver: str = "ddim",
     guidance: Optional[Guidance] = None,
     cond: Any = None,
     known_mask: Optional[Tensor] = None,
@@ -155,6 +204,7 @@ def iter_sample_window(
         denoise: ``(x, t, cond) -> (x0_hat, eps_hat)``, e.g. ``model.denoiser()``.
         x: starting window [B, W, ...]; unknown tokens hold noise at their first-row level.
         levels: continuous levels [R, W] or [B, R, W]; non-increasing down each column.
+        solver: ``ddim`` (any ``eta``) or ``dpm++2m`` (``eta = 0``; module doc).
         known_mask: [B, W] or [W] bool, tokens given as conditioning (never stepped).
         known_values: [B, W, ...] clean values for the known tokens (others ignored).
         history: how known tokens are fed: ``noise``, ``relabel`` or ``replacement`` (module doc).
@@ -169,6 +219,7 @@ def iter_sample_window(
     """
     if history not in HISTORY:
         raise ValueError(f"unknown history {history!r}; choose one of {list(HISTORY)}")
+    check_solver(solver, eta)
     b, w = x.shape[:2]
     if levels.dim() == 2:
         levels = levels[None].expand(b, *levels.shape)
@@ -187,6 +238,8 @@ def iter_sample_window(
     n_hist = int(known.all(0).long().cumprod(0).sum())  # leading tokens known in every batch row
     fixed_eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if history == "noise" else None
     rows = levels.shape[1]
+    # dpm++2m: each token's x0_hat and level at its last move (t_prev == its level: no last move)
+    x0_prev, t_prev = None, levels[:, 0]
     iterator = range(rows - 1)
     if progress:
         from tqdm.auto import tqdm
@@ -209,8 +262,15 @@ def iter_sample_window(
                 a_t, s_t = schedule.alpha_sigma(t)
                 x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
                 eps_hat = (x.float() - expand_like(a_t, x) * x0_hat.float()) / expand_like(s_t, x).clamp_min(1e-6)
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32) if eta > 0 else None
-            x = torch.where(expand_like(moving, x), ddim_step(x, x0_hat, eps_hat, t, torch.where(moving, s, t), schedule, eta, noise), x)
+            s_in = torch.where(moving, s, t)
+            if solver == "dpm++2m":
+                stepped = dpmpp_2m_step(x, x0_hat, eps_hat, t, s_in, schedule, x0_prev, t_prev)
+                x0_prev = x0_hat
+            else:
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32) if eta > 0 else None
+                stepped = ddim_step(x, x0_hat, eps_hat, t, s_in, schedule, eta, noise)
+            x = torch.where(expand_like(moving, x), stepped, x)
+        t_prev = torch.where(moving, t, s)
         if r < rows - 2:
             yield r, x
     if known_mask is not None:

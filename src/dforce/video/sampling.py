@@ -32,6 +32,7 @@ def interpolate(
     *,
     steps: int = 50,
     eta: float = 0.0,
+    solver: str = "ddim",
     scheduling: str | Tensor = "full_sequence",
     known_level: float = 0.0,
     guidance: Optional[Guidance] = None,
@@ -88,7 +89,7 @@ def interpolate(
     lv = torch.where(kt[:, None, :], torch.full_like(lv, known_level), lv)
     x = torch.randn(tokens.shape, generator=generator, device=device)
     out = sample_window(
-        model.denoiser(precision), x, lv, schedule=model.noise_schedule, eta=eta, guidance=guidance, cond=cond,
+        model.denoiser(precision), x, lv, schedule=model.noise_schedule, eta=eta, solver=solver, guidance=guidance, cond=cond,
         known_mask=kt, known_values=tokens, history="noise" if known_level > 0 else "relabel", generator=generator,
     )
     return unstack_frames(out[:, :w], k)
