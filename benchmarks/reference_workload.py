@@ -43,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, provenance, write_results  # noqa: E402
+from rollout_speed import linear_params  # noqa: E402
 
 from dforce import DiffusionForcing, Transformer  # noqa: E402
 from dforce.backbones.concat_transformer import ConcatTransformer  # noqa: E402
@@ -184,13 +185,8 @@ def train_step_fn(model, kind: str, batch: int, seq: int, device: str, precision
     return step
 
 
-def linear_params(module: torch.nn.Module) -> int:
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear)) + sum(
-        m.in_proj_weight.numel() for m in module.modules() if isinstance(m, torch.nn.MultiheadAttention))
-
-
 def train_flops(module: torch.nn.Module, batch: int, seq: int) -> float:
-    """``6 N B T + 12 L d B T^2`` (N = matmul weights applied per token; see ``benchmarks/speed.py``)."""
+    """``6 N B T + 12 L d B T^2`` (N = matmul weights applied per token; see ``benchmarks/rollout_speed.py``)."""
     return 6 * linear_params(module) * batch * seq + 12 * DEPTH * WIDTH * batch * seq**2
 
 

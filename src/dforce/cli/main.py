@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "forecast": ("dforce.cli.forecast", "probabilistic time-series forecasting: dforce forecast {train,predict,eval}"),
     "rollout": ("dforce.cli.video", "video: train, roll out and evaluate video models: dforce rollout {train,generate,eval}"),
     "plan": ("dforce.cli.plan", "maze planning: dforce plan {generate-data,train,eval}"),
-    "bench": ("dforce.cli.bench", "run a benchmark script: dforce bench {core,forecast,video,planning,speed}"),
+    "bench": ("dforce.cli.bench", "run a benchmark script: dforce bench NAME (dforce bench --help lists them)"),
 }
 
 

@@ -1,7 +1,7 @@
 """Speed benchmark: cached vs uncached rollout, time to first token, training MFU.
 
-    PYTHONPATH=src python benchmarks/speed.py            # ~10-15 min on the 2-core dev machine
-    PYTHONPATH=src python benchmarks/speed.py --quick    # smoke run, ~1 min
+    PYTHONPATH=src python benchmarks/rollout_speed.py            # ~10-15 min on the 2-core dev machine
+    PYTHONPATH=src python benchmarks/rollout_speed.py --quick    # smoke run, ~1 min
 
 Writes ``benchmarks/results/rollout_speed.{json,md}``. Every ratio is
 measured in the same process, on the same thread count. See ``docs/speed.md`` for the method.
@@ -74,7 +74,9 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
 
 # ---------------------------------------------------------------------------------- training
 def linear_params(module: torch.nn.Module) -> int:
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+    """Matmul weights applied per token: every ``nn.Linear``, and the fused QKV of ``nn.MultiheadAttention``."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear)) + sum(
+        m.in_proj_weight.numel() for m in module.modules() if isinstance(m, torch.nn.MultiheadAttention))
 
 
 def train_flops(model: DiffusionForcing, batch: int, seq: int) -> float:
