@@ -116,7 +116,9 @@ def main() -> None:
     lines = ["# Mutation testing of the core (cosmic-ray)", "",
              f"{killed} of {total} mutants killed: score {data['score']:.3f} "
              f"({data['score_without_equivalent']:.3f} without {len(equivalent)} equivalent mutants), "
-             f"{data['seconds'] / 60:.0f} min.", "", "| module | line | operator | function | equivalent |", "|---|---:|---|---|---|"]
+             f"{data['seconds'] / 60:.0f} min.", "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"])
+             + ("" if len(modules) == len(TESTS) else f" ({len(modules)} of the core's {len(TESTS)}: a partial run)") + ".",
+             "", "| module | line | operator | function | equivalent |", "|---|---:|---|---|---|"]
     lines += [f"| {r['module']} | {r['line']} | {r['operator']} | {r['function']} | {EQUIVALENT.get((r['module'], r['line'], r['operator']), '')} |"
               for r in survivors]
     write_results("mutation", data, "\n".join(lines) + "\n")
