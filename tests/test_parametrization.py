@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dforce.diffusion import PARAMETRIZATIONS, SCHEDULES, get_schedule, target, to_x0_eps
-from dforce.diffusion.parametrization import eps_mse_factor
+from dforce.diffusion.parametrization import check_parametrization, eps_mse_factor
 from dforce.diffusion.schedules import expand_like
 
 
@@ -34,3 +34,12 @@ def test_eps_mse_factor(kind):
     eps_err = (eps_wrong - eps) ** 2
     factor = expand_like(eps_mse_factor(kind, *sched.alpha_sigma(t)), x0) if kind != "eps" else 1.0
     assert torch.allclose(pred_err, factor * eps_err, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bogus", "zz"])  # sorted before and after every known name
+def test_unknown_parametrization_is_refused_by_every_function(kind):
+    a, s, x = torch.tensor(0.8), torch.tensor(0.6), torch.ones(2)
+    for call in (lambda: eps_mse_factor(kind, a, s), lambda: target(kind, x, x, a, s), lambda: to_x0_eps(kind, x, x, a, s),
+                 lambda: check_parametrization(kind)):
+        with pytest.raises(ValueError, match=f"unknown parametrization '{kind}'"):
+            call()
