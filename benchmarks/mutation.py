@@ -7,7 +7,7 @@ Each core module is mutated by cosmic-ray (operators: arithmetic, comparison, bo
 unary, ... replacements) inside a throwaway ``git worktree`` of HEAD, so the checkout you work in is
 never touched; every mutant runs the test files that cover that module (``TESTS``), stopping at
 the first failure. A mutant is *killed* when a test fails or times out, *survived* otherwise.
-Writes ``benchmarks/results/mutation.{json,md}``: ``killed``, ``survived``, ``total``, ``score``,
+Writes ``benchmarks/results/mutation.{json,md}`` after every finished module (a stopped run keeps them): ``killed``, ``survived``, ``total``, ``score``,
 ``modules``, the survivors (module, line, operator, function) and ``git_sha`` / ``command``.
 Survivors that are equivalent mutants (no input distinguishes them) are listed in
 ``EQUIVALENT`` with the reason, and reported apart.
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,11 +97,21 @@ def main() -> None:
         sys.exit("error: src/ or tests/ has uncommitted changes; commit them first (mutants run on HEAD)")
     start = time.time()
     work = Path(tempfile.mkdtemp(prefix="dforce-mutation-"))
+    records: list[dict] = []
+    done: list[str] = []
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
-            records = [r for rs in pool.map(lambda m: run_module(m, sys.executable, args.timeout, work), modules) for r in rs]
+            futures = {pool.submit(run_module, m, sys.executable, args.timeout, work): m for m in modules}
+            for future in as_completed(futures):  # results are written after every module: a stopped run keeps them
+                records += future.result()
+                done.append(futures[future])
+                write(records, [m for m in modules if m in done], len(modules), start)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write(records: list[dict], modules: list[str], asked: int, start: float) -> None:
+    """``results/mutation.{json,md}`` for the modules finished so far."""
     survivors = [r for r in records if r["outcome"] == "survived"]
     equivalent = [r for r in survivors if (r["module"], r["line"], r["operator"]) in EQUIVALENT]
     killed = sum(r["outcome"] in ("killed", "incompetent") for r in records)
@@ -109,21 +119,21 @@ def main() -> None:
     data = {
         "killed": killed, "survived": len(survivors), "total": total, "score": killed / max(total, 1),
         "score_without_equivalent": killed / max(total - len(equivalent), 1),
-        "modules": [f"{CORE}/{m}" for m in modules],
+        "modules": [f"{CORE}/{m}" for m in modules], "modules_asked": asked,
         "survivors": [{**r, "equivalent": EQUIVALENT.get((r["module"], r["line"], r["operator"]))} for r in survivors],
         "seconds": time.time() - start, "machine": machine(),
     }
+    partial = "" if len(modules) == len(TESTS) else f" ({len(modules)} of the core's {len(TESTS)} modules: a partial run)"
+    running = "" if len(modules) == asked else f" {asked - len(modules)} more module(s) of this run were still running."
     lines = ["# Mutation testing of the core (cosmic-ray)", "",
              f"{killed} of {total} mutants killed: score {data['score']:.3f} "
              f"({data['score_without_equivalent']:.3f} without {len(equivalent)} equivalent mutants), "
-             f"{data['seconds'] / 60:.0f} min.", "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"])
-             + ("" if len(modules) == len(TESTS) else f" ({len(modules)} of the core's {len(TESTS)}: a partial run)") + ".",
+             f"{data['seconds'] / 60:.0f} min.", "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"]) + partial + "." + running,
              "", "| module | line | operator | function | equivalent |", "|---|---:|---|---|---|"]
     lines += [f"| {r['module']} | {r['line']} | {r['operator']} | {r['function']} | {EQUIVALENT.get((r['module'], r['line'], r['operator']), '')} |"
               for r in survivors]
     write_results("mutation", data, "\n".join(lines) + "\n")
-    print("\n".join(lines[:3]))
-
+    print("\n".join(lines[:5]), flush=True)
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
