@@ -2,6 +2,7 @@
 
     python benchmarks/mutation.py                       # every core module (hours on 2 cores)
     python benchmarks/mutation.py --modules src/dforce/diffusion/weighting.py --jobs 2
+    python benchmarks/mutation.py --sample 0.2 --jobs 2          # a seeded 20% of every module's mutants
 
 Each core module is mutated by cosmic-ray (operators: arithmetic, comparison, boolean, number,
 unary, ... replacements) inside a throwaway ``git worktree`` of HEAD, so the checkout you work in is
@@ -9,6 +10,9 @@ never touched; every mutant runs the test files that cover that module (``TESTS`
 the first failure. A mutant is *killed* when a test fails or times out, *survived* otherwise.
 Writes ``benchmarks/results/mutation.{json,md}`` after every finished module (a stopped run keeps them): ``killed``, ``survived``, ``total``, ``score``,
 ``modules``, the survivors (module, line, operator, function) and ``git_sha`` / ``command``.
+``--sample F`` runs a seeded uniform random share ``F`` of each module's mutants (the others are
+marked skipped and left out of every count; ``population`` gives the full number), and the
+markdown adds a 95% Wilson interval for the score.
 Survivors that are equivalent mutants (no input distinguishes them) are listed in
 ``EQUIVALENT`` with the reason, and reported apart.
 """
@@ -50,7 +54,23 @@ TESTS = {
 EQUIVALENT: dict[tuple[str, int, str], str] = {}
 
 
-def run_module(module: str, python: str, timeout: float, work: Path) -> list[dict]:
+def keep_sample(session: Path, share: float, seed: int, module: str) -> int:
+    """Mark all but a seeded random ``share`` of the session's mutants as skipped; returns the population."""
+    import random
+
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        items = sorted(db.work_items, key=lambda w: tuple((m.operator_name, m.occurrence, tuple(m.start_pos)) for m in w.mutations))
+        if share < 1.0:
+            rng = random.Random(f"{seed}:{module}")
+            keep = set(rng.sample(range(len(items)), max(1, round(share * len(items)))))
+            db.set_multiple_results([w.job_id for i, w in enumerate(items) if i not in keep], WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+        return len(items)
+
+
+def run_module(module: str, python: str, timeout: float, work: Path, share: float = 1.0, seed: int = 0) -> tuple[list[dict], int]:
     """Mutate one module in its own worktree; returns one record per mutant."""
     tree = work / module.replace("/", "_").removesuffix(".py")
     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"], cwd=ROOT, check=True)
@@ -68,6 +88,7 @@ def run_module(module: str, python: str, timeout: float, work: Path) -> list[dic
         )
         cr = [python, "-m", "cosmic_ray.cli"]
         subprocess.run([*cr, "init", str(cfg), str(session)], cwd=tree, check=True, capture_output=True)
+        population = keep_sample(session, share, seed, module)
         subprocess.run([*cr, "exec", str(cfg), str(session)], cwd=tree, check=True, capture_output=True)
         dump = subprocess.run([*cr, "dump", str(session)], cwd=tree, check=True, capture_output=True, text=True).stdout
     finally:
@@ -75,11 +96,13 @@ def run_module(module: str, python: str, timeout: float, work: Path) -> list[dic
     out = []
     for line in dump.splitlines():
         item, result = json.loads(line)
+        if (result or {}).get("worker_outcome") == "skipped":
+            continue
         m = item["mutations"][0]
         outcome = (result or {}).get("test_outcome")
         out.append({"module": module, "line": m["start_pos"][0], "operator": m["operator_name"],
                     "function": m.get("definition_name"), "outcome": outcome})
-    return out
+    return out, population
 
 
 def main() -> None:
@@ -87,7 +110,11 @@ def main() -> None:
     ap.add_argument("--modules", nargs="*", default=sorted(TESTS), help="core modules relative to src/dforce (default: all)")
     ap.add_argument("--jobs", type=int, default=1, help="modules mutated in parallel (one core each)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run before it counts as killed")
+    ap.add_argument("--sample", type=float, default=1.0, help="share of each module's mutants to run, in (0, 1] (default: all)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
     args = ap.parse_args()
+    if not 0.0 < args.sample <= 1.0:
+        sys.exit(f"error: --sample must lie in (0, 1], got {args.sample}")
     modules = [m.removeprefix(f"{CORE}/") for m in args.modules]
     unknown = [m for m in modules if m not in TESTS]
     if unknown:
@@ -99,18 +126,30 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dforce-mutation-"))
     records: list[dict] = []
     done: list[str] = []
+    population = 0
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(run_module, m, sys.executable, args.timeout, work): m for m in modules}
+            futures = {pool.submit(run_module, m, sys.executable, args.timeout, work, args.sample, args.seed): m for m in modules}
             for future in as_completed(futures):  # results are written after every module: a stopped run keeps them
-                records += future.result()
+                recs, pop = future.result()
+                records += recs
+                population += pop
                 done.append(futures[future])
-                write(records, [m for m in modules if m in done], len(modules), start)
+                write(records, [m for m in modules if m in done], len(modules), start, population, args.sample)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write(records: list[dict], modules: list[str], asked: int, start: float) -> None:
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    mid, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return mid - half, mid + half
+
+
+def write(records: list[dict], modules: list[str], asked: int, start: float, population: int, share: float) -> None:
     """``results/mutation.{json,md}`` for the modules finished so far."""
     survivors = [r for r in records if r["outcome"] == "survived"]
     equivalent = [r for r in survivors if (r["module"], r["line"], r["operator"]) in EQUIVALENT]
@@ -120,6 +159,7 @@ def write(records: list[dict], modules: list[str], asked: int, start: float) -> 
         "killed": killed, "survived": len(survivors), "total": total, "score": killed / max(total, 1),
         "score_without_equivalent": killed / max(total - len(equivalent), 1),
         "modules": [f"{CORE}/{m}" for m in modules], "modules_asked": asked,
+        "population": population, "sample": share, "score_ci95": wilson(killed, total),
         "survivors": [{**r, "equivalent": EQUIVALENT.get((r["module"], r["line"], r["operator"]))} for r in survivors],
         "seconds": time.time() - start, "machine": machine(),
     }
@@ -128,8 +168,15 @@ def write(records: list[dict], modules: list[str], asked: int, start: float) -> 
     lines = ["# Mutation testing of the core (cosmic-ray)", "",
              f"{killed} of {total} mutants killed: score {data['score']:.3f} "
              f"({data['score_without_equivalent']:.3f} without {len(equivalent)} equivalent mutants), "
-             f"{data['seconds'] / 60:.0f} min.", "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"]) + partial + "." + running,
-             "", "| module | line | operator | function | equivalent |", "|---|---:|---|---|---|"]
+             f"{data['seconds'] / 60:.0f} min.", "",
+             (f"A seeded random {share:.0%} of each module's mutants ({total} of {population}); the score's 95% Wilson "
+              f"interval is [{data['score_ci95'][0]:.3f}, {data['score_ci95'][1]:.3f}]." if share < 1 else f"Every mutant ({population})."), "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"]) + partial + "." + running,
+             "", "| module | mutants run | killed | score |", "|---|---:|---:|---:|"]
+    for m in modules:
+        rs = [r for r in records if r["module"] == m]
+        k = sum(r["outcome"] in ("killed", "incompetent") for r in rs)
+        lines.append(f"| {m} | {len(rs)} | {k} | {k / max(len(rs), 1):.3f} |")
+    lines += ["", "Survivors:", "", "| module | line | operator | function | equivalent |", "|---|---:|---|---|---|"]
     lines += [f"| {r['module']} | {r['line']} | {r['operator']} | {r['function']} | {EQUIVALENT.get((r['module'], r['line'], r['operator']), '')} |"
               for r in survivors]
     write_results("mutation", data, "\n".join(lines) + "\n")
