@@ -10,6 +10,7 @@ never touched; every mutant runs the test files that cover that module (``TESTS`
 the first failure. A mutant is *killed* when a test fails or times out, *survived* otherwise.
 Writes ``benchmarks/results/mutation.{json,md}`` after every finished module (a stopped run keeps them): ``killed``, ``survived``, ``total``, ``score``,
 ``modules``, the survivors (module, line, operator, function) and ``git_sha`` / ``command``.
+Mutants inside type annotations are equivalent by construction (never evaluated) and not run.
 ``--sample F`` runs a seeded uniform random share ``F`` of each module's mutants (the others are
 marked skipped and left out of every count; ``population`` gives the full number), and the
 markdown adds a 95% Wilson interval for the score.
@@ -20,6 +21,7 @@ Survivors that are equivalent mutants (no input distinguishes them) are listed i
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -54,8 +56,23 @@ TESTS = {
 EQUIVALENT: dict[tuple[str, int, str], str] = {}
 
 
-def keep_sample(session: Path, share: float, seed: int, module: str) -> int:
-    """Mark all but a seeded random ``share`` of the session's mutants as skipped; returns the population."""
+def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """``((line, col), (end_line, end_col))`` of every type annotation in a module."""
+    spans = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        found = []
+        if isinstance(node, ast.arg) or isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found.append(node.returns)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in found if a is not None]
+    return spans
+
+
+def keep_sample(session: Path, share: float, seed: int, module: str, source: Path) -> tuple[int, int]:
+    """Mark all but a seeded random ``share`` of the session's mutants as skipped, and every mutant
+    inside a type annotation (``from __future__ import annotations``: never evaluated, so equivalent
+    by construction). Returns ``(population, annotation mutants)``."""
     import random
 
     from cosmic_ray.work_db import WorkDB, use_db
@@ -63,14 +80,19 @@ def keep_sample(session: Path, share: float, seed: int, module: str) -> int:
 
     with use_db(str(session), WorkDB.Mode.open) as db:
         items = sorted(db.work_items, key=lambda w: tuple((m.operator_name, m.occurrence, tuple(m.start_pos)) for m in w.mutations))
+        spans = annotation_spans(source)
+        typed = [w for w in items if any(a <= tuple(w.mutations[0].start_pos) < b for a, b in spans)]
+        live = [w for w in items if w not in typed]
+        keep = set(range(len(live)))
         if share < 1.0:
-            rng = random.Random(f"{seed}:{module}")
-            keep = set(rng.sample(range(len(items)), max(1, round(share * len(items)))))
-            db.set_multiple_results([w.job_id for i, w in enumerate(items) if i not in keep], WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
-        return len(items)
+            keep = set(random.Random(f"{seed}:{module}").sample(range(len(live)), max(1, round(share * len(live)))))
+        skip = typed + [w for i, w in enumerate(live) if i not in keep]
+        if skip:
+            db.set_multiple_results([w.job_id for w in skip], WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+        return len(live), len(typed)
 
 
-def run_module(module: str, python: str, timeout: float, work: Path, share: float = 1.0, seed: int = 0) -> tuple[list[dict], int]:
+def run_module(module: str, python: str, timeout: float, work: Path, share: float = 1.0, seed: int = 0) -> tuple[list[dict], tuple[int, int]]:
     """Mutate one module in its own worktree; returns one record per mutant."""
     tree = work / module.replace("/", "_").removesuffix(".py")
     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"], cwd=ROOT, check=True)
@@ -88,7 +110,7 @@ def run_module(module: str, python: str, timeout: float, work: Path, share: floa
         )
         cr = [python, "-m", "cosmic_ray.cli"]
         subprocess.run([*cr, "init", str(cfg), str(session)], cwd=tree, check=True, capture_output=True)
-        population = keep_sample(session, share, seed, module)
+        population = keep_sample(session, share, seed, module, tree / CORE / module)
         subprocess.run([*cr, "exec", str(cfg), str(session)], cwd=tree, check=True, capture_output=True)
         dump = subprocess.run([*cr, "dump", str(session)], cwd=tree, check=True, capture_output=True, text=True).stdout
     finally:
@@ -126,16 +148,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dforce-mutation-"))
     records: list[dict] = []
     done: list[str] = []
-    population = 0
+    population, typed = 0, 0
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = {pool.submit(run_module, m, sys.executable, args.timeout, work, args.sample, args.seed): m for m in modules}
             for future in as_completed(futures):  # results are written after every module: a stopped run keeps them
-                recs, pop = future.result()
+                recs, (pop, ann) = future.result()
                 records += recs
-                population += pop
+                population, typed = population + pop, typed + ann
                 done.append(futures[future])
-                write(records, [m for m in modules if m in done], len(modules), start, population, args.sample)
+                write(records, [m for m in modules if m in done], len(modules), start, population, typed, args.sample)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -149,7 +171,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return mid - half, mid + half
 
 
-def write(records: list[dict], modules: list[str], asked: int, start: float, population: int, share: float) -> None:
+def write(records: list[dict], modules: list[str], asked: int, start: float, population: int, typed: int, share: float) -> None:
     """``results/mutation.{json,md}`` for the modules finished so far."""
     survivors = [r for r in records if r["outcome"] == "survived"]
     equivalent = [r for r in survivors if (r["module"], r["line"], r["operator"]) in EQUIVALENT]
@@ -159,7 +181,7 @@ def write(records: list[dict], modules: list[str], asked: int, start: float, pop
         "killed": killed, "survived": len(survivors), "total": total, "score": killed / max(total, 1),
         "score_without_equivalent": killed / max(total - len(equivalent), 1),
         "modules": [f"{CORE}/{m}" for m in modules], "modules_asked": asked,
-        "population": population, "sample": share, "score_ci95": wilson(killed, total),
+        "population": population, "annotation_mutants": typed, "sample": share, "score_ci95": wilson(killed, total),
         "survivors": [{**r, "equivalent": EQUIVALENT.get((r["module"], r["line"], r["operator"]))} for r in survivors],
         "seconds": time.time() - start, "machine": machine(),
     }
@@ -170,7 +192,9 @@ def write(records: list[dict], modules: list[str], asked: int, start: float, pop
              f"({data['score_without_equivalent']:.3f} without {len(equivalent)} equivalent mutants), "
              f"{data['seconds'] / 60:.0f} min.", "",
              (f"A seeded random {share:.0%} of each module's mutants ({total} of {population}); the score's 95% Wilson "
-              f"interval is [{data['score_ci95'][0]:.3f}, {data['score_ci95'][1]:.3f}]." if share < 1 else f"Every mutant ({population})."), "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"]) + partial + "." + running,
+              f"interval is [{data['score_ci95'][0]:.3f}, {data['score_ci95'][1]:.3f}]." if share < 1 else f"Every mutant ({population}).")
+             + f" Not run: {typed} mutants inside type annotations, which `from __future__ import annotations` never evaluates"
+             " (equivalent by construction).", "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"]) + partial + "." + running,
              "", "| module | mutants run | killed | score |", "|---|---:|---:|---:|"]
     for m in modules:
         rs = [r for r in records if r["module"] == m]
