@@ -100,11 +100,6 @@ def test_level_grid():
     assert torch.allclose(lam[1:] - lam[:-1], (lam[1] - lam[0]).expand(len(lam) - 1), atol=1e-3)
 
 
-def test_format_matrix():
-    text = S.format_matrix(S.pyramid(3, 2))
-    assert text.splitlines()[0].startswith("row |") and len(text.splitlines()) == 2 + 5
-
-
 def test_window_levels_place_the_matrix_and_pad_with_pure_noise():
     grid = S.level_grid(4)
     m = S.pyramid(3, 4, 1.0)  # [R = 7, 3]

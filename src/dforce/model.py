@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from dforce.diffusion.noise_levels import (
     DEFAULT_TRAINING_NOISE,
-    check_training_noise,
     known_start_levels,
+    parse_training_noise,
     stack_frames,
     training_noise_levels,
     unstack_frames,
@@ -37,46 +37,27 @@ class DiffusionForcing(nn.Module):
     """One denoiser trained with per-token noise levels.
 
     Args:
-        backbone: module honouring the backbone contract; must expose ``token_shape`` (the shape
-            of one *stacked* token) and ``causal``.
-        window: tokens per training window (the sliding-window size at sampling time).
-        noise_schedule: ``cosine``, ``linear``, ``sigmoid``, ``rectified_flow`` or an instance.
-        schedule_kwargs: arguments of the noise schedule (e.g. ``{"shift": 0.125}``).
-        parametrization: ``eps``, ``x0``, ``v`` or ``flow``.
-        weighting: ``uniform``, ``min_snr``, ``sigmoid`` or ``fused_snr`` (on the eps-MSE).
-        training_noise: ``independent`` (the Diffusion Forcing paper), ``full_sequence``,
-            ``teacher_forcing``, ``uniform_future``, ``autoregressive``, ``pyramid`` or a weighted
-            mixture ``"name:weight,..."``; the default ``DEFAULT_TRAINING_NOISE`` mixes independent
-            levels with the autoregressive and pyramid patterns (see docs/guide.md, "Which recipe when").
-        history_len: fixed history length for ``teacher_forcing`` / ``uniform_future``
-            (None: random per sequence).
+        backbone: honours the backbone contract (``dforce.testing.check_backbone``) and exposes
+            ``token_shape`` (of one *stacked* token) and ``causal``.
+        window: tokens per training window (the sliding window at sampling time).
+        noise_schedule / schedule_kwargs: a name of ``dforce.diffusion.SCHEDULES`` and its options, or an instance.
+        parametrization: ``eps``, ``x0``, ``v`` or ``flow``; weighting: ``uniform``, ``min_snr``,
+            ``sigmoid`` or ``fused_snr`` (on the eps-MSE).
+        training_noise: a pattern of ``dforce.diffusion.noise_levels`` or a mixture ``"name:weight,..."``.
+        history_len: history length of ``teacher_forcing`` / ``uniform_future`` (None: random).
         frame_stack: frames packed into one token.
         cond_dropout: probability of zeroing a sequence's external condition (enables CFG).
-        noise_clip: clamp training noise to ``[-noise_clip, noise_clip]`` (None: no clamp).
-        padding_weight: loss weight of padding tokens (which are forced to pure noise).
-        known_start_prob: probability per training sequence that token 0 is (nearly) known: its
-            level is redrawn uniformly in ``[0, known_start_level)``, over any ``training_noise``
-            pattern (for models always conditioned on a current state, e.g. the planner: 0.5).
-        known_start_level: upper end of that level (the reference planner: 0.25; 0 = clean).
+        noise_clip: clamp training noise to ``[-noise_clip, noise_clip]``.
+        padding_weight: loss weight of padding tokens (which are fed as pure noise).
+        known_start_prob / known_start_level: share of sequences whose token 0 gets a level in
+            ``[0, known_start_level)`` (``noise_levels.known_start_levels``; the planner: 0.5 / 0.25).
     """
 
     def __init__(
-        self,
-        backbone: nn.Module,
-        *,
-        window: int,
-        noise_schedule: Union[str, NoiseSchedule] = "cosine",
-        schedule_kwargs: Optional[dict] = None,
-        parametrization: str = "v",
-        weighting: str = "min_snr",
-        training_noise: str = DEFAULT_TRAINING_NOISE,
-        history_len: Optional[int] = None,
-        frame_stack: int = 1,
-        cond_dropout: float = 0.0,
-        noise_clip: Optional[float] = None,
-        padding_weight: float = 0.0,
-        known_start_prob: float = 0.0,
-        known_start_level: float = 0.25,
+        self, backbone: nn.Module, *, window: int, noise_schedule: Union[str, NoiseSchedule] = "cosine",
+        schedule_kwargs: Optional[dict] = None, parametrization: str = "v", weighting: str = "min_snr",
+        training_noise: str = DEFAULT_TRAINING_NOISE, history_len: Optional[int] = None, frame_stack: int = 1, cond_dropout: float = 0.0,
+        noise_clip: Optional[float] = None, padding_weight: float = 0.0, known_start_prob: float = 0.0, known_start_level: float = 0.25,
     ) -> None:
         super().__init__()
         if not hasattr(backbone, "token_shape") or not hasattr(backbone, "causal"):
@@ -101,14 +82,13 @@ class DiffusionForcing(nn.Module):
         self.noise_schedule = get_schedule(noise_schedule, **(schedule_kwargs or {}))
         self.parametrization = check_parametrization(parametrization)
         self.weighting = check_weighting(weighting)
-        self.training_noise = check_training_noise(training_noise)
+        parse_training_noise(training_noise)  # validates
+        self.training_noise = training_noise
         self.history_len = history_len
         self.frame_stack = frame_stack
         self.cond_dropout = cond_dropout
-        self.noise_clip = noise_clip
-        self.padding_weight = padding_weight
-        self.known_start_prob = known_start_prob
-        self.known_start_level = known_start_level
+        self.noise_clip, self.padding_weight = noise_clip, padding_weight
+        self.known_start_prob, self.known_start_level = known_start_prob, known_start_level
         self.token_shape = token_shape
         self.frame_shape = (token_shape[0] // frame_stack, *token_shape[1:])
 
@@ -116,7 +96,6 @@ class DiffusionForcing(nn.Module):
     def causal(self) -> bool:
         return bool(self.backbone.causal)
 
-    # ------------------------------------------------------------------ prediction
     def prediction(self, out: Tensor, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Raw backbone output ``out`` for tokens ``x`` at levels ``t`` -> ``(x0_hat, eps_hat)`` (fp32)."""
         out = out.float()
@@ -128,8 +107,7 @@ class DiffusionForcing(nn.Module):
         return self.prediction(self.backbone(x, t, cond), x, t)
 
     def denoiser(self, precision: str = "fp32", cache: str = "none") -> Denoiser:
-        """:meth:`denoise` for the sampler: the backbone under bf16 autocast for ``precision='bf16'``,
-        backed by a KV cache for ``cache='window'`` (exact) or ``'rolling'`` (see ``dforce.sampling.cached``)."""
+        """:meth:`denoise` for the sampler, under ``precision`` and backed by ``cache`` (``dforce.sampling.cached``)."""
         check_cacheable(self, cache)
         if cache != "none":
             return CachedDenoiser(self, precision, cache)
@@ -142,23 +120,16 @@ class DiffusionForcing(nn.Module):
 
         return denoise
 
-    # ------------------------------------------------------------------ training
     def _check_frames(self, x: Tensor, name: str) -> None:
+        shape = f"[B, N, {', '.join(map(str, self.frame_shape))}]"
         if not torch.is_tensor(x) or not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor [B, N, {', '.join(map(str, self.frame_shape))}]")
+            raise TypeError(f"{name} must be a floating-point tensor {shape}")
         if x.dim() != 2 + len(self.frame_shape) or tuple(x.shape[2:]) != self.frame_shape:
-            raise ValueError(
-                f"{name} must have shape [B, N, {', '.join(map(str, self.frame_shape))}] (frames), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"{name} must have shape {shape} (frames), got {tuple(x.shape)}")
 
     def loss(
-        self,
-        x: Tensor,
-        cond: Optional[Tensor] = None,
-        mask: Optional[Tensor] = None,
-        noise_levels: Optional[Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-        reduction: str = "mean",
+        self, x: Tensor, cond: Optional[Tensor] = None, mask: Optional[Tensor] = None, noise_levels: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None, reduction: str = "mean",
     ) -> Tensor:
         """Diffusion Forcing loss on frames ``x`` [B, N, *frame_shape].
 
@@ -171,6 +142,8 @@ class DiffusionForcing(nn.Module):
             reduction: ``mean`` (a scalar) or ``none`` (per-token loss [B, T]).
         """
         self._check_frames(x, "x")
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}); give at least one sequence of at least one frame")
         if noise_levels is not None and noise_levels.numel() and not bool(((noise_levels >= 0) & (noise_levels <= 1)).all()):
@@ -187,24 +160,19 @@ class DiffusionForcing(nn.Module):
         tokens = stack_frames(x, k)
         b, n = tokens.shape[:2]
         if noise_levels is None:
-            t, target_mask = training_noise_levels(
-                self.training_noise, b, n, history_len=self.history_len, device=x.device, generator=generator
-            )
+            t, target_mask = training_noise_levels(self.training_noise, b, n, history_len=self.history_len, device=x.device, generator=generator)
             t = known_start_levels(t, self.known_start_prob, self.known_start_level, generator)
         else:
             if noise_levels.shape != (b, n):
                 raise ValueError(f"noise_levels must have shape [B, T] = {(b, n)}, got {tuple(noise_levels.shape)}")
             t, target_mask = noise_levels.float().clamp(0, 1), torch.ones(b, n, dtype=torch.bool, device=x.device)
-        weight_el = torch.ones_like(tokens)
-        if mask is not None:
-            frame_valid = expand_like(mask, x).expand_as(x).to(tokens.dtype)
-            weight_el = stack_frames(frame_valid, k)
+        weight_el, target_w = torch.ones_like(tokens), target_mask.float()  # per element / per token
+        if mask is not None:  # a padding token is pure noise, weighs padding_weight, and all its elements count
             valid = mask.reshape(b, n, k).any(-1)
             t = torch.where(valid, t, torch.ones_like(t))
-            target_w = torch.where(valid, target_mask.float(), self.padding_weight * target_mask.float())
-            weight_el = torch.where(expand_like(valid, tokens), weight_el, torch.ones_like(weight_el))
-        else:
-            target_w = target_mask.float()
+            target_w = torch.where(valid, target_w, self.padding_weight * target_w)
+            frames = stack_frames(expand_like(mask, x).expand_as(x).to(tokens.dtype), k)
+            weight_el = torch.where(expand_like(valid, tokens), frames, weight_el)
         eps = torch.randn(tokens.shape, generator=generator, device=x.device, dtype=torch.float32)
         if self.noise_clip is not None:
             eps = eps.clamp(-self.noise_clip, self.noise_clip)
@@ -223,59 +191,37 @@ class DiffusionForcing(nn.Module):
         per_token = se.flatten(2).sum(-1) / weight_el.flatten(2).sum(-1).clamp_min(1.0)
         w = loss_weight(self.weighting, self.noise_schedule.logsnr(t), self.parametrization, self.noise_schedule)
         per_token = per_token * torch.where(target_w > 0, w, torch.zeros_like(w)) * target_w
-        if reduction == "none":
-            return per_token
-        if reduction != "mean":
-            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-        return per_token.sum() / target_w.sum().clamp_min(1.0)
+        return per_token if reduction == "none" else per_token.sum() / target_w.sum().clamp_min(1.0)
 
-    # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, context: Optional[Tensor] = None, horizon: int = 1, **kwargs: Any) -> Tensor:
         """Generate ``horizon`` frames after ``context`` [B, C, *frame_shape] -> [B, horizon, *frame_shape].
 
         Keyword arguments:
             batch_size: samples to draw without a context.
-            context_mask: [B, C] bool, observed context frames (missing ones may hold NaN; a token
-                with any missing frame is fed as pure noise, as in training).
+            context_mask: [B, C] bool, observed context frames (a token with a missing frame is
+                fed as pure noise, as in training; missing values may be NaN).
             cond: [B, C + horizon, ...] external conditions for every frame.
             guidance: a guidance hook (``dforce.guidance``).
-            config: a :class:`SamplingConfig`; keyword arguments named after its fields override
-                it, e.g. ``scheduling="pyramid", steps=20, eta=1.0, stabilization_level=0.02``.
-            seed / generator: make the draw reproducible.
-            precision: ``fp32`` or ``bf16`` (the backbone under bf16 autocast).
-            cache: ``none``, ``window`` (KV cache, exact: the same numbers) or ``rolling`` (each
-                history token encoded once): see ``dforce.sampling.cached``.
-            progress: a progress bar.
+            config: a :class:`SamplingConfig`; keywords named after its fields override it.
+            seed / generator, progress; precision: ``fp32`` or ``bf16``; cache: ``none``,
+                ``window`` (exact) or ``rolling`` (``dforce.sampling.cached``).
         """
         return torch.stack(list(self.stream(context, horizon, **kwargs)), 1)
 
     @torch.no_grad()
     def stream(self, context: Optional[Tensor] = None, horizon: int = 1, **kwargs: Any) -> Iterator[Tensor]:
-        """:meth:`sample` frame by frame, same arguments and numbers: yields each frame
-        [B, *frame_shape] as soon as it is clean (with ``frame_stack`` k, the k frames of a token
-        together). Pyramid and autoregressive schedules deliver the first frame after its own
-        ``steps`` rows."""
+        """:meth:`sample` frame by frame (same arguments and numbers): yields each frame
+        [B, *frame_shape] as soon as its token is clean."""
         denoise, rollout_kwargs = self._sampling_inputs(context, horizon, **kwargs)
         for _, token in iter_rollout(denoise, **rollout_kwargs):
             yield from unstack_frames(token[:, None], self.frame_stack).unbind(1)
 
     def _sampling_inputs(
-        self,
-        context: Optional[Tensor],
-        horizon: int,
-        *,
-        context_mask: Optional[Tensor] = None,
-        batch_size: Optional[int] = None,
-        cond: Optional[Tensor] = None,
-        guidance: Optional[Guidance] = None,
-        config: Optional[SamplingConfig] = None,
-        seed: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        precision: str = "fp32",
-        cache: str = "none",
-        progress: bool = False,
-        **overrides: Any,
+        self, context: Optional[Tensor], horizon: int, *, context_mask: Optional[Tensor] = None, batch_size: Optional[int] = None,
+        cond: Optional[Tensor] = None, guidance: Optional[Guidance] = None, config: Optional[SamplingConfig] = None,
+        seed: Optional[int] = None, generator: Optional[torch.Generator] = None, precision: str = "fp32", cache: str = "none",
+        progress: bool = False, **overrides: Any,
     ) -> tuple[Denoiser, dict]:
         """The one input check of :meth:`sample` and :meth:`stream`: the denoiser and the validated
         arguments of :func:`dforce.sampling.iter_rollout`."""

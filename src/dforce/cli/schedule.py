@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Optional
 
 from dforce.cli.common import UserError, add_overwrite, check_outputs, parser
-from dforce.sampling.scheduling import SCHEDULING, format_matrix, scheduling_matrix
+import torch
+from torch import Tensor
+
+from dforce.sampling.scheduling import SCHEDULING, scheduling_matrix
+
+
+def format_matrix(matrix: Tensor) -> str:
+    """The matrix as aligned text, one row per iteration."""
+    m = torch.as_tensor(matrix)
+    width = len(str(int(m.max()))) if m.numel() else 1
+    head = "row | " + " ".join(f"{h:>{width}}" for h in range(m.shape[1]))
+    lines = [head, "-" * len(head)]
+    lines += [f"{r:>3} | " + " ".join(f"{int(v):>{width}}" for v in row) for r, row in enumerate(m)]
+    return "\n".join(lines)
 
 
 def plot_matrix(matrix, path: str, title: str) -> None:
     """Save the matrix as a heat map (rows = iterations, columns = tokens)."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")

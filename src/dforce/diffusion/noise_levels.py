@@ -1,49 +1,32 @@
-"""Training noise levels: which level ``t`` in [0, 1] each token of a training window gets.
+"""Training noise levels: the level ``t`` in [0, 1] of each token of a training window.
 
 - ``independent``: every token its own uniform level (Diffusion Forcing);
-- ``full_sequence``: one level for the whole window (full-sequence diffusion baseline);
-- ``teacher_forcing``: a clean history of ``history_len`` tokens (random per sequence when not
-  given), one noisy target right after it, later tokens at pure noise and out of the loss
-  (next-token diffusion with clean history);
-- ``uniform_future``: history levels independent, all future tokens share one level (DFoT's
-  simplified training);
-- ``autoregressive`` (beyond the papers): the pattern an autoregressive rollout feeds the network.
-  A random boundary ``h`` per sequence; tokens before it are history at a small level drawn
-  uniformly in ``[0, HISTORY_LEVEL_MAX]`` (so the network also learns stabilized history), token
-  ``h`` gets a uniform level, later tokens are pure noise and out of the loss;
-- ``pyramid`` (beyond the papers): levels that rise along the window, ``t_i = clip(t0 + (i - i0) / L,
-  0, 1)`` with a random anchor ``(i0, t0)`` and a log-uniform rise length ``L`` in ``[1, T]``
-  tokens (``L = 1`` is close to autoregressive, ``L = T`` to a slow pyramid schedule), plus a
-  small uniform jitter; every token is a target.
+- ``full_sequence``: one level for the whole window (full-sequence diffusion);
+- ``teacher_forcing``: clean history of ``history_len`` tokens (random when None), one noisy target,
+  later tokens pure noise and out of the loss;
+- ``uniform_future``: independent history levels, one shared level for the future (DFoT);
+- ``autoregressive`` (beyond the papers): what an autoregressive rollout feeds: before a random
+  boundary, history at levels uniform in ``[0, HISTORY_LEVEL_MAX]`` (stabilized history); at it,
+  a uniform level; after it, pure noise out of the loss;
+- ``pyramid`` (beyond the papers): levels rising along the window, ``clip(t0 + (i - i0) / L, 0, 1)``
+  with a random anchor ``(i0, t0)``, a log-uniform rise ``L`` in ``[1, T]`` tokens and a small jitter.
 
-**Mixtures.** A spec ``"name:weight,name:weight"`` (e.g. ``"independent:0.5,autoregressive:0.25,pyramid:0.25"``)
-draws one component per sequence with probability proportional to its weight. Weights must be
-positive numbers; names must be distinct. :func:`parse_training_noise` returns the normalised
-``{name: weight}``.
-
-Each function returns ``(t [B, T], loss_mask [B, T])``; the loss mask says which tokens are
-training targets.
-
-**Known start.** :func:`known_start_levels` redraws the first token's level low for a share of the
-sequences, over any pattern: a model that is always conditioned on a current state at sampling
-time (a planner, a controller) then trains on that case often (the reference planner: probability
-0.5, levels in [0, 0.25); its robot runs: a clean first frame, ``gt_first_frame``).
+A mixture ``"name:weight,..."`` draws one pattern per sequence in proportion to the weights. Each
+pattern returns ``(t [B, T], loss_mask [B, T])``. :func:`known_start_levels` redraws token 0 low
+for a share of sequences, for models always conditioned on a current state (the reference
+planner: probability 0.5, levels in [0, 0.25)).
 """
 
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 TRAINING_NOISE = ("independent", "full_sequence", "teacher_forcing", "uniform_future", "autoregressive", "pyramid")
 DEFAULT_TRAINING_NOISE = "independent:0.25,autoregressive:0.5,pyramid:0.25"
-"""The recipe the dynamics benchmark supports (benchmarks/results/dynamics.md, ablation in
-dynamics_ablation_lorenz63.md): a quarter of the sequences with the paper's independent levels
-(noise as masking: any history pattern), the rest with the patterns autoregressive and pyramid
-sampling feed the network."""
-HISTORY_LEVEL_MAX = 0.1
-"""History tokens of the ``autoregressive`` pattern get levels uniform in ``[0, HISTORY_LEVEL_MAX]``
-(covers every stabilization level up to 0.1)."""
+"""The recipe the dynamics benchmark supports (``benchmarks/results/dynamics.md`` and its ablation)."""
+HISTORY_LEVEL_MAX = 0.1  # covers every stabilization level up to 0.1
 
 
 def parse_training_noise(kind: str) -> dict[str, float]:
@@ -69,35 +52,22 @@ def parse_training_noise(kind: str) -> dict[str, float]:
     return {k: v / total for k, v in out.items()}
 
 
-def check_training_noise(kind: str) -> str:
-    parse_training_noise(kind)
-    return kind
-
-
-def _history_lengths(batch: int, tokens: int, history_len: int | None, device, generator) -> Tensor:
+def _history_lengths(batch: int, tokens: int, history_len: int | None, device, generator, low: int = 1) -> Tensor:
+    """[B, 1] history lengths: ``history_len``, or uniform in ``[low, tokens)``."""
     if history_len is not None:
         if not 0 <= history_len < tokens:
             raise ValueError(f"history_len={history_len} must be in [0, {tokens - 1}] for windows of {tokens} tokens")
-        return torch.full((batch,), history_len, device=device, dtype=torch.long)
-    if tokens < 2:
+        return torch.full((batch, 1), history_len, device=device, dtype=torch.long)
+    if tokens <= low:
         raise ValueError("teacher_forcing / uniform_future need windows of at least 2 tokens")
-    return torch.randint(1, tokens, (batch,), device=device, generator=generator)
+    return torch.randint(low, tokens, (batch, 1), device=device, generator=generator)
 
 
 def training_noise_levels(
-    kind: str,
-    batch: int,
-    tokens: int,
-    *,
-    history_len: int | None = None,
-    device: torch.device | str = "cpu",
+    kind: str, batch: int, tokens: int, *, history_len: int | None = None, device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Sample training levels ``t`` [B, T] and the target mask [B, T] (bool).
-
-    ``kind`` is one name of :data:`TRAINING_NOISE` or a weighted mixture ``"a:w1,b:w2"`` (one
-    component per sequence).
-    """
+    """Training levels ``t`` [B, T] and the target mask [B, T] (bool) of a pattern or mixture ``kind``."""
     parts = parse_training_noise(kind)
     if len(parts) > 1:
         names = list(parts)
@@ -121,8 +91,8 @@ def _single(kind: str, batch: int, tokens: int, history_len, device, generator) 
     if kind == "full_sequence":
         return torch.rand((batch, 1), device=device, generator=generator).expand(shape).contiguous(), ones
     pos = torch.arange(tokens, device=device).expand(shape)
-    if kind in ("teacher_forcing", "uniform_future"):
-        hist = _history_lengths(batch, tokens, history_len, device, generator)[:, None]
+    if kind in ("teacher_forcing", "uniform_future", "autoregressive"):  # autoregressive: boundary 0 allowed too
+        hist = _history_lengths(batch, tokens, history_len, device, generator, low=int(kind != "autoregressive"))
     if kind == "teacher_forcing":
         level = torch.rand((batch, 1), device=device, generator=generator)
         t = torch.where(pos < hist, 0.0, torch.where(pos == hist, level, 1.0))
@@ -132,10 +102,6 @@ def _single(kind: str, batch: int, tokens: int, history_len, device, generator) 
         t = torch.where(pos < hist, torch.rand(shape, device=device, generator=generator), shared)
         return t, ones
     if kind == "autoregressive":
-        if history_len is None:  # boundary 0 (no history) is allowed too
-            hist = torch.randint(0, tokens, (batch, 1), device=device, generator=generator)
-        else:
-            hist = _history_lengths(batch, tokens, history_len, device, generator)[:, None]
         level = torch.rand((batch, 1), device=device, generator=generator)
         past = HISTORY_LEVEL_MAX * torch.rand(shape, device=device, generator=generator)
         t = torch.where(pos < hist, past, torch.where(pos == hist, level, 1.0))
@@ -150,9 +116,7 @@ def _single(kind: str, batch: int, tokens: int, history_len, device, generator) 
     raise ValueError(f"unknown training noise levels {kind!r}; choose one of {list(TRAINING_NOISE)}")
 
 
-def known_start_levels(
-    t: Tensor, prob: float, max_level: float, generator: torch.Generator | None = None
-) -> Tensor:
+def known_start_levels(t: Tensor, prob: float, max_level: float, generator: torch.Generator | None = None) -> Tensor:
     """With probability ``prob`` per sequence, token 0 of ``t`` [B, T] gets a level uniform in
     ``[0, max_level)`` (0 = clean); returns a new [B, T]. ``prob = 0`` returns ``t`` and draws nothing."""
     if not 0.0 <= prob <= 1.0:
@@ -171,19 +135,11 @@ def known_start_levels(
 
 def stack_frames(x: Tensor, k: int) -> Tensor:
     """Pack ``k`` consecutive frames into one token: [B, T*k, C, ...] -> [B, T, k*C, ...]."""
-    if k == 1:
-        return x
-    b, n = x.shape[:2]
-    if n % k:
-        raise ValueError(f"sequence length {n} is not divisible by frame_stack={k}; crop or pad it to a multiple of {k}")
-    x = x.reshape(b, n // k, k, *x.shape[2:])
-    return x.reshape(b, n // k, k * x.shape[3], *x.shape[4:])
+    if x.shape[1] % k:
+        raise ValueError(f"sequence length {x.shape[1]} is not divisible by frame_stack={k}; crop or pad it to a multiple of {k}")
+    return rearrange(x, "b (t k) c ... -> b t (k c) ...", k=k)
 
 
 def unstack_frames(x: Tensor, k: int) -> Tensor:
     """Inverse of :func:`stack_frames`: [B, T, k*C, ...] -> [B, T*k, C, ...]."""
-    if k == 1:
-        return x
-    b, n, kc = x.shape[:3]
-    x = x.reshape(b, n, k, kc // k, *x.shape[3:])
-    return x.reshape(b, n * k, kc // k, *x.shape[4:])
+    return rearrange(x, "b t (k c) ... -> b (t k) c ...", k=k)

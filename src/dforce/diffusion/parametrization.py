@@ -55,10 +55,7 @@ def to_x0_eps(kind: str, pred: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor
 
 
 def eps_mse_factor(kind: str, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """``||pred_hat - pred||^2 = factor * ||eps_hat - eps||^2`` at fixed ``x_t``.
-
-    Lets every loss weighting be written once, on the eps-MSE, whatever the parametrization.
-    """
+    """``||pred_hat - pred||^2 = factor * ||eps_hat - eps||^2`` at fixed ``x_t`` (weightings are written on the eps-MSE)."""
     if kind == "eps":
         return alpha.new_ones(())
     if kind == "x0":

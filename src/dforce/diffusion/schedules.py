@@ -1,12 +1,8 @@
-"""Noise schedules on a continuous per-token noise level ``t`` in [0, 1].
+"""Noise schedules on a continuous per-token level ``t`` in [0, 1]: ``x_t = alpha(t) x0 + sigma(t) eps``.
 
-The forward process is ``x_t = alpha(t) x0 + sigma(t) eps``. Level 0 is clean (alpha = 1,
-sigma = 0 exactly) and level 1 is (numerically) pure noise. Every schedule is defined through its
-log signal-to-noise ratio ``lambda(t) = 2 log(alpha / sigma)``, clipped to
-``[logsnr_min, logsnr_max]`` so that both ends stay finite.
-
-All methods take and return tensors of any shape (typically ``[B, T]``); computations run in
-float32 even under autocast, because bf16 is too coarse for the schedule's tails.
+Level 0 is clean (alpha = 1, sigma = 0 exactly), level 1 (numerically) pure noise. A schedule is
+its logSNR ``lambda(t) = 2 log(alpha / sigma)``, clipped to ``[logsnr_min, logsnr_max]`` so both
+ends stay finite. Tensors of any shape; float32 even under autocast (bf16 is too coarse here).
 """
 
 from __future__ import annotations
@@ -22,8 +18,7 @@ LOGSNR_MAX = 15.0
 
 
 class NoiseSchedule:
-    """Base class: subclasses implement :meth:`_logsnr` (unclipped) and, if not variance
-    preserving, :meth:`alpha_sigma`."""
+    """Subclasses implement :meth:`_logsnr` (unclipped) and, if not variance preserving, :meth:`alpha_sigma_from_logsnr`."""
 
     name = "base"
     variance_preserving = True
@@ -75,13 +70,11 @@ class NoiseSchedule:
         return (lo + hi) / 2
 
     def config(self) -> dict:
-        """JSON-serialisable description: ``get_schedule(**cfg)`` rebuilds the schedule."""
+        """JSON-serialisable: ``get_schedule(**cfg)`` rebuilds the schedule."""
         return {"name": self.name, **vars(self)}
 
     def __repr__(self) -> str:
-        extra = {k: v for k, v in vars(self).items() if not k.startswith("logsnr")}
-        args = ", ".join(f"{k}={v}" for k, v in extra.items())
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items() if not k.startswith('logsnr'))})"
 
 
 class CosineSchedule(NoiseSchedule):
@@ -104,9 +97,8 @@ class CosineSchedule(NoiseSchedule):
 
 
 class LinearBetaSchedule(NoiseSchedule):
-    """DDPM's linear betas (1e-4 .. 0.02 over 1000 steps) in their continuous-time limit:
-    ``alpha^2 = exp(-(b0 t + (b1 - b0) t^2 / 2))`` with ``b0 = 1000 beta_start``,
-    ``b1 = 1000 beta_end``."""
+    """DDPM's linear betas in continuous time: ``alpha^2 = exp(-(b0 t + (b1 - b0) t^2 / 2))``,
+    ``b0 = num_steps beta_start``, ``b1 = num_steps beta_end``."""
 
     name = "linear"
 
@@ -122,8 +114,7 @@ class LinearBetaSchedule(NoiseSchedule):
 
 
 class SigmoidSchedule(NoiseSchedule):
-    """Chen (2023) sigmoid schedule: ``alpha^2 = (v_end - sigmoid((t (e - s) + s) / tau)) /
-    (v_end - v_start)``."""
+    """Chen (2023): ``alpha^2 = (v_end - sigmoid((t (e - s) + s) / tau)) / (v_end - v_start)``."""
 
     name = "sigmoid"
 
@@ -156,10 +147,7 @@ class RectifiedFlowSchedule(NoiseSchedule):
 
 
 SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
-    "cosine": CosineSchedule,
-    "linear": LinearBetaSchedule,
-    "sigmoid": SigmoidSchedule,
-    "rectified_flow": RectifiedFlowSchedule,
+    "cosine": CosineSchedule, "linear": LinearBetaSchedule, "sigmoid": SigmoidSchedule, "rectified_flow": RectifiedFlowSchedule,
 }
 
 

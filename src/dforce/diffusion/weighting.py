@@ -1,19 +1,14 @@
 """Loss weightings: the per-token weight of the parametrization's own MSE.
 
-Every weighting is a weight ``w(lambda)`` on the eps-MSE ``||eps_hat - eps||^2`` (uniform,
-min-SNR, sigmoid); :func:`loss_weight` divides it by the parametrization's
-:func:`~dforce.diffusion.parametrization.eps_mse_factor`, so one weighting means one objective for
-eps, x0, v and flow predictions. For min-SNR-5 that gives ``min(SNR, 5) / SNR`` (eps),
-``min(SNR, 5)`` (x0) and ``min(SNR, 5) / (SNR + 1)`` (v, variance preserving).
+Every weighting is a weight ``w(lambda)`` on the eps-MSE (uniform, min-SNR, sigmoid);
+:func:`loss_weight` divides it by :func:`~dforce.diffusion.parametrization.eps_mse_factor`, so one
+weighting is one objective for eps, x0, v and flow: min-SNR-5 gives ``min(SNR, 5) / SNR`` (eps),
+``min(SNR, 5)`` (x0) and ``min(SNR, 5) / (SNR + 1)`` (v, variance preserving). All of it uses the
+*clipped* logSNR, so a clean token gets the limit of its weight (5 for x0), not a blow-up.
 
-All of it is a function of the *clipped* logSNR, so a clean token (t = 0, sigma = 0 exactly)
-gets the limit of its weight (5 for x0 with min-SNR), not a value blown up by a zero sigma.
-
-``fused_snr`` (Diffusion Forcing's video models) is min-SNR evaluated at a *fused* SNR ``F``
-that also counts the information in earlier tokens (see :func:`fused_logsnr`), with the
-parametrization factor taken at ``F`` too -- exactly the reference implementation's weights:
-``cf / f`` (eps), ``5 cf`` (x0), ``5 cf / (5 f + 1)`` (v), where ``f = F / 5`` and
-``cf = min(f, 1)``.
+``fused_snr`` (Diffusion Forcing's video models) is min-SNR at a *fused* SNR ``F`` that also counts
+earlier tokens (:func:`fused_logsnr`), with the parametrization factor at ``F`` too: the reference
+weights ``cf / f`` (eps), ``5 cf`` (x0), ``5 cf / (5 f + 1)`` (v), ``f = F / 5``, ``cf = min(f, 1)``.
 """
 
 from __future__ import annotations
@@ -47,11 +42,9 @@ def sigmoid_weight(logsnr: Tensor, bias: float = -1.0) -> Tensor:
 def fused_logsnr(logsnr: Tensor, decay: float = 0.9, gamma: float = 5.0) -> Tensor:
     """log of the fused SNR ``F`` [B, T] of tokens at ``logsnr`` [B, T] (Diffusion Forcing).
 
-    With ``n_t = min(SNR_t, gamma) / gamma``, a running average over the tokens that starts at
-    the first one, ``cum_0 = n_0``, ``cum_t = d cum_{t-1} + (1 - d) n_t``, and the previous
-    token's value ``cum_prev_t = cum_{t-1}`` (0 for the first token):
-    ``F_t = gamma (1 - (1 - d cum_prev_t) (1 - SNR_t / gamma))``. A noisy token after clean
-    history is easy, so it counts as informative.
+    With ``n_t = min(SNR_t, gamma) / gamma``, ``cum_0 = n_0``, ``cum_t = d cum_{t-1} + (1 - d) n_t``
+    and ``cum_{-1} = 0``: ``F_t = gamma (1 - (1 - d cum_{t-1}) (1 - SNR_t / gamma))``, so a noisy
+    token after clean history counts as informative.
     """
     if logsnr.dim() != 2:
         raise ValueError(f"fused_snr needs per-token logSNR of shape [B, T], got {tuple(logsnr.shape)}")

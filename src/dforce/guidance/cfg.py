@@ -1,9 +1,7 @@
-"""Classifier-free guidance on external conditions (actions, covariates, labels).
+"""Classifier-free guidance on external conditions: ``p(null) + w [p(cond) - p(null)]``.
 
-The null condition is all zeros, matching the condition dropout of training
-(``DiffusionForcing(cond_dropout=p)`` zeroes a sequence's conditions with probability p).
-Predictions are combined in prediction space, before the sampler step, so eta > 0 stays exact:
-``p(null) + w [p(cond) - p(null)]``; both conditions go through the network as one batch.
+The null condition is all zeros, as ``DiffusionForcing(cond_dropout=p)`` trains it. Both go through
+the network as one batch and are combined before the sampler step, so eta > 0 stays exact.
 """
 
 from __future__ import annotations
@@ -17,11 +15,7 @@ from dforce.sampling.sampler import Denoiser, StepInfo
 
 
 def combine(preds: list[tuple[Tensor, Tensor]], weights: list[float]) -> tuple[Tensor, Tensor]:
-    """Weighted sum of several ``(x0_hat, eps_hat)`` predictions of the same ``x_t``.
-
-    With weights summing to 1 the result stays consistent with ``x_t`` (both parts are affine in
-    the raw network output).
-    """
+    """Weighted sum of ``(x0_hat, eps_hat)`` predictions of one ``x_t`` (consistent with it if the weights sum to 1)."""
     x0 = sum(w * p[0].float() for w, p in zip(weights, preds))
     eps = sum(w * p[1].float() for w, p in zip(weights, preds))
     return x0, eps

@@ -1,25 +1,19 @@
 """History guidance (Song, Chen et al., *History-Guided Video Diffusion*, arXiv 2502.06764).
 
-Classifier-free guidance where the "condition" is the history (the known tokens of the window)
-and the null condition is the history at pure noise. A *history condition* says at which noise
-level each history token is fed; the general segment form combines predictions as
-
-    p(base) + sum_i w_i [p(h at a_i) - p(h at b_i)]
-
-(weights sum to 1 by construction, so the combination stays consistent with ``x_t``). Named forms:
+Classifier-free guidance whose condition is the history (the known tokens of the window) and whose
+null condition is the history at pure noise ("empty"). A :class:`History` condition says at which
+level each history token is fed; the general form ``p(base) + sum_i w_i [p(a_i) - p(b_i)]`` has
+weights summing to 1, so it stays consistent with ``x_t``. Named forms:
 
 - vanilla:    ``p(empty) + w [p(h) - p(empty)]``
 - fractional: ``p(h) + (w - 1) [p(h at level k_f) - p(empty)]``  (guides on low frequencies)
 - temporal:   ``p(empty) + sum_i w_i [p(h_{S_i}) - p(empty)]`` over history subsets ``S_i``
 
-"Empty" is the history at pure noise (level 1). A *stabilized* guidance noises only generated
-history (``StepInfo.generated_mask``) and keeps observed context as it is in every condition.
-Predictions are combined in prediction space before the sampler step, so eta > 0 stays exact.
-Conditions whose level matrices coincide are evaluated once; all distinct ones go through the
-network as one batch (:func:`dforce.guidance.batched_denoise`).
+*Stabilized* guidance noises only generated history and keeps observed context. Conditions with
+equal level matrices are evaluated once, all of them in one batch; predictions are combined before
+the sampler step, so eta > 0 stays exact.
 
-    g = HistoryGuidance.vanilla(2.0)
-    frames = model.sample(context, horizon=80, guidance=g, chunk_size=4, history_len=4)
+    frames = model.sample(context, horizon=80, guidance=HistoryGuidance.vanilla(2.0), chunk_size=4)
 """
 
 from __future__ import annotations
@@ -37,14 +31,8 @@ from dforce.sampling.sampler import Denoiser, StepInfo
 
 @dataclass(frozen=True)
 class History:
-    """A history condition: history tokens ``frames`` are fed at level ``max(t, level)``, every
-    other history token at pure noise (level 1).
-
-    Attributes:
-        level: noise level in [0, 1] of the selected history (0 = as the sampler gives it,
-            1 = pure noise, i.e. the empty history).
-        frames: indices into the history in time order (0 = oldest, -1 = most recent); None = all.
-    """
+    """History tokens ``frames`` (time order: 0 = oldest, -1 = newest; None = all) fed at level
+    ``max(t, level)`` (0 = as the sampler gives them, 1 = the empty history), the others at level 1."""
 
     level: float = 0.0
     frames: Optional[tuple[int, ...]] = None
@@ -61,11 +49,8 @@ EMPTY = History(1.0)
 
 
 def history_levels(cond: History, t: Tensor, known_mask: Tensor, noisable: Tensor) -> Tensor:
-    """Levels [B, W] that condition ``cond`` gives a window at levels ``t`` [B, W].
-
-    ``known_mask`` [B, W] marks the history; ``noisable`` [B, W] the history tokens a condition may
-    change (all of it, or only generated history for stabilized guidance).
-    """
+    """Levels [B, W] that ``cond`` gives a window at levels ``t`` [B, W] with history ``known_mask``
+    [B, W], of which it may change the ``noisable`` tokens (all, or the generated ones if stabilized)."""
     selected = known_mask.clone()
     if cond.frames is not None:
         rank = known_mask.long().cumsum(1) - 1  # index of each history token in time order
@@ -88,13 +73,9 @@ class HistoryGuidance:
     """
 
     def __init__(self, terms: Sequence[tuple[float, History, History]], base: History = EMPTY, stabilized: bool = False) -> None:
-        self.base = base
+        self.base, self.stabilized = base, stabilized
         self.terms = [(float(w), a, b) for w, a, b in terms]
-        self.stabilized = stabilized
-        self.calls = 0  # network calls made (for tests and cost accounting)
-        self.evaluations = 0  # conditions evaluated (batch rows / B)
 
-    # --------------------------------------------------------------- named forms
     @classmethod
     def vanilla(cls, scale: float, stabilized: bool = False) -> "HistoryGuidance":
         """``p(empty) + w [p(h) - p(empty)]``; ``scale = 1`` is plain conditional sampling."""
@@ -112,7 +93,6 @@ class HistoryGuidance:
             raise ValueError(f"temporal history guidance needs one scale per subset, got {len(scales)} and {len(subsets)}")
         return cls([(w, History(0.0, tuple(s)), EMPTY) for w, s in zip(scales, subsets)], base=EMPTY, stabilized=stabilized)
 
-    # --------------------------------------------------------------- the hook
     def weights(self) -> list[tuple[History, float]]:
         """Each distinct condition with its total weight (they sum to 1)."""
         out: dict[History, float] = {self.base: 1.0}
@@ -124,8 +104,6 @@ class HistoryGuidance:
     def __call__(self, denoise: Denoiser, x: Tensor, t: Tensor, cond: Any, info: StepInfo) -> tuple[Tensor, Tensor]:
         known = info.known_mask
         if known is None or not known.any():
-            self.calls += 1
-            self.evaluations += 1
             return denoise(x, t, cond)
         if self.stabilized and info.generated_mask is not None:
             noisable = info.generated_mask.to(known.device).bool() & known
@@ -143,8 +121,6 @@ class HistoryGuidance:
                 groups.append((lv, w))
         groups = [(lv, w) for lv, w in groups if abs(w) > 1e-12]
         if len(groups) == 1 and torch.equal(groups[0][0], t):
-            self.calls += 1
-            self.evaluations += 1
             return denoise(x, t, cond)
         eps = None
         xs = []
@@ -158,12 +134,7 @@ class HistoryGuidance:
             else:
                 xs.append(x)
         preds = batched_denoise(denoise, xs, [lv for lv, _ in groups], [cond] * len(groups))
-        self.calls += 1
-        self.evaluations += len(groups)
         return combine(preds, [w for _, w in groups])
 
     def __repr__(self) -> str:
         return f"HistoryGuidance(base={self.base}, terms={self.terms}, stabilized={self.stabilized})"
-
-
-__all__ = ["EMPTY", "FULL", "History", "HistoryGuidance", "history_levels"]

@@ -1,14 +1,10 @@
 """Reconstruction guidance (Ho et al., *Video Diffusion Models*, 2022) for replacement conditioning.
 
-A model conditioned by replacement sees the known tokens only through their noisy versions, so
-its prediction of the unknown tokens may disagree with them. Reconstruction guidance corrects the
-prediction of the unknown tokens with the gradient of the reconstruction error of the known ones:
+A model conditioned by replacement sees the known tokens only noisy, so its prediction of the
+unknown ones may disagree with them. The gradient of the known tokens' reconstruction error
+corrects it (one backward pass per step), and ``eps_hat`` is recomputed from ``x_t``:
 
     x0_hat[unknown] <- x0_hat[unknown] - (scale * alpha_t / 2) grad_{x_t} || x_known - x0_hat[known] ||^2
-
-and recomputes ``eps_hat`` from ``x_t`` and the corrected ``x0_hat`` so that the pair stays
-consistent (the sampler step is unchanged). Needs a differentiable denoiser (one backward pass per
-step).
 """
 
 from __future__ import annotations
@@ -48,6 +44,3 @@ class ReconstructionGuidance:
         eps_new = (x.float() - alpha * x0) / sigma.clamp_min(1e-6)
         eps = torch.where(unknown.bool() & (sigma > 1e-6), eps_new, eps)
         return x0, eps
-
-
-__all__ = ["ReconstructionGuidance"]

@@ -1,28 +1,19 @@
 """Reward guidance and Monte Carlo guidance (Diffusion Forcing, Sec. 3.4 / planning).
 
 A differentiable reward ``R(x0_hat) -> [B]`` of the predicted clean window shifts the noise
-prediction of every generated token (classifier guidance through x0_hat, the paper's rule)::
+prediction of every moving token (classifier guidance through x0_hat, the paper's rule)::
 
     eps_hat <- eps_hat - scale * sigma_t * grad_x R(x0_hat(x_t)),   x0_hat <- (x_t - sigma_t eps_hat) / alpha_t
 
-(``space='eps'``, the default). It is exact where it can be checked: for Gaussian data and a
-linear reward it samples the tilted distribution ``p(x0) exp(scale R(x0))``
-(``tests/test_reward.py``). ``space='x0'`` multiplies the scale by ``alpha_t`` (``x0_hat`` moves by
-``scale sigma_t^2 grad`` instead of ``scale sigma_t^2 / alpha_t grad``): bounded at pure noise,
-where a learned network's gradient need not vanish, but it anneals the guidance, so it is *not*
-the paper's rule and under-shoots the tilted target (mean 0.66 / 0.49 instead of 1.0 in that
-test). The planner uses it with a tuned scale; anything that wants the tilted distribution
-should keep ``eps``.
+(``space='eps'``, the default: for Gaussian data and a linear reward it samples the tilted
+distribution ``p(x0) exp(scale R(x0))`` exactly, ``tests/test_reward.py``). ``space='x0'``
+multiplies the scale by ``alpha_t``: bounded at pure noise, but annealed, so it under-shoots the
+tilted target (mean 0.66 / 0.49 instead of 1.0 in that test); the planner uses it with a tuned scale.
 
-**Monte Carlo guidance** (MCG) averages that gradient over several samples of the future: at each
-step, ``mc_samples - 1`` extra futures are drawn by re-noising ``x0_hat`` to the current levels
-(``x' = alpha_t x0_hat + sigma_t z``, known tokens kept) and predicting again; the reward is the
-mean over the original and the extra predictions, and its gradient flows back to ``x_t`` through
-every draw. Under a pyramid schedule later tokens are noisier, so their draws differ: the
-gradient for the near tokens then accounts for the uncertainty about the far ones.
-
-Both plug into the sampler's guidance hook; the sampler is unchanged. Sampling runs under
-``torch.no_grad``; the guidance re-enables gradients locally.
+**Monte Carlo guidance** (MCG) averages the reward over ``mc_samples`` futures per step: the
+extra ones re-noise ``x0_hat`` to the current levels (known tokens kept) and are predicted again,
+and the gradient flows back to ``x_t`` through every draw. Under a pyramid schedule the far tokens
+are noisier, so the near tokens' gradient accounts for the uncertainty about the far ones.
 """
 
 from __future__ import annotations
@@ -41,23 +32,13 @@ Reward = Callable[[Tensor, StepInfo], Tensor]
 
 
 def guided_prediction(
-    x: Tensor,
-    t: Tensor,
-    x0_hat: Tensor,
-    eps_hat: Tensor,
-    grad: Tensor,
-    scale: float,
-    schedule,
-    moving: Optional[Tensor] = None,
+    x: Tensor, t: Tensor, x0_hat: Tensor, eps_hat: Tensor, grad: Tensor, scale: float, schedule, moving: Optional[Tensor] = None,
     space: str = "eps",
 ) -> tuple[Tensor, Tensor]:
-    """Shift a prediction along ``grad = grad_x R`` (only for ``moving`` [B, W] tokens).
+    """Shift a prediction along ``grad = grad_x R`` (``moving`` [B, W] tokens only), consistently with ``x_t``.
 
-    ``space='eps'``: ``eps_hat - scale sigma_t grad`` and ``x0_hat + scale sigma_t^2 / alpha_t grad``
-    (classifier guidance as written; the x0 shift diverges as alpha_t -> 0, i.e. at pure noise).
-    ``space='x0'``: the same with the scale multiplied by ``alpha_t``: ``eps_hat - scale alpha_t
-    sigma_t grad``, ``x0_hat + scale sigma_t^2 grad`` -- bounded at every level, annealed.
-    Both pairs stay consistent with ``x_t = alpha_t x0_hat + sigma_t eps_hat``.
+    ``space='eps'``: ``eps_hat - scale sigma_t grad`` (``x0_hat`` moves by ``scale sigma_t^2 / alpha_t grad``,
+    unbounded at pure noise); ``space='x0'``: the scale times ``alpha_t`` (``x0_hat`` moves by ``scale sigma_t^2 grad``).
     """
     if space not in ("x0", "eps"):
         raise ValueError(f"space must be 'x0' or 'eps', got {space!r}")
@@ -84,13 +65,12 @@ class RewardGuidance:
         reward: ``reward(x0_hat [B, W, ...], info) -> [B]``, differentiable in ``x0_hat``.
         scale: guidance scale (0 = plain conditional sampling, one network call, no gradient).
         mc_samples: predictions averaged per step (1 = plain reward guidance; > 1 = MCG).
-        grad_clip: clamp each element of ``grad_x R`` to ``[-grad_clip, grad_clip]`` (None = off).
-        space: ``eps`` (default: the paper's rule, exact for tilted Gaussians) or ``x0`` (the
-            scale annealed by alpha_t, bounded at pure noise); see the module doc.
+        grad_clip: clamp each element of ``grad_x R`` to ``[-grad_clip, grad_clip]``.
+        space: ``eps`` (the paper's rule) or ``x0`` (annealed by alpha_t); see the module doc.
     """
 
     def __init__(
-        self, reward: Reward, scale: float = 1.0, mc_samples: int = 1, grad_clip: Optional[float] = None, space: str = "eps"
+        self, reward: Reward, scale: float = 1.0, mc_samples: int = 1, grad_clip: Optional[float] = None, space: str = "eps",
     ) -> None:
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
@@ -98,8 +78,7 @@ class RewardGuidance:
             raise ValueError(f"scale must be >= 0, got {scale}")
         if space not in ("x0", "eps"):
             raise ValueError(f"space must be 'x0' or 'eps', got {space!r}")
-        self.reward, self.scale, self.mc_samples, self.grad_clip = reward, float(scale), int(mc_samples), grad_clip
-        self.space = space
+        self.reward, self.scale, self.mc_samples, self.grad_clip, self.space = reward, float(scale), int(mc_samples), grad_clip, space
 
     def objective(self, denoise: Denoiser, x: Tensor, t: Tensor, cond: Any, info: StepInfo) -> tuple[Tensor, Tensor, Tensor]:
         """Mean reward over the Monte Carlo draws (differentiable in ``x``), and the plain prediction."""
@@ -136,6 +115,6 @@ class MonteCarloGuidance(RewardGuidance):
     """:class:`RewardGuidance` with ``mc_samples`` (default 4) futures averaged per step."""
 
     def __init__(
-        self, reward: Reward, scale: float = 1.0, mc_samples: int = 4, grad_clip: Optional[float] = None, space: str = "eps"
+        self, reward: Reward, scale: float = 1.0, mc_samples: int = 4, grad_clip: Optional[float] = None, space: str = "eps",
     ) -> None:
         super().__init__(reward, scale, mc_samples, grad_clip, space)

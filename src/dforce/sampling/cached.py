@@ -1,32 +1,24 @@
-"""KV caches as state of the denoiser (plain PyTorch).
+"""KV caches as state of the denoiser.
 
-Research implementations re-run the whole window for every denoising step of every token, so an
-autoregressive rollout costs ``window x steps x length`` token evaluations. A backbone that offers
-the cache contract -- ``new_cache()`` and ``forward_cached(x, t, cond, *, cache, commit)``, see
-:func:`dforce.testing.check_backbone` -- lets :class:`CachedDenoiser` skip most of that. It is an
-ordinary denoiser handed to the one row loop (:func:`dforce.sampling.sampler.iter_sample_window`);
-the loop tells it, through ``begin_step``, which tokens move and which are history.
+An uncached autoregressive rollout costs ``window x steps x length`` token evaluations. A backbone
+with the cache contract (``new_cache()``, ``forward_cached(x, t, cond, *, cache, commit)``; see
+:func:`dforce.testing.check_backbone`) lets :class:`CachedDenoiser` skip most of them. It is an
+ordinary denoiser for the one row loop, told through ``begin_step`` which tokens move.
 
-``mode="window"`` (exact)
-    Remembers the inputs, outputs and keys/values of the tokens it has seen in the current
-    window; a call re-runs only the tokens from the first one whose input (value, level or
-    condition) changed, and only up to the last token that this step moves. A causal model's
-    outputs for an unchanged prefix are unchanged, so the numbers are the uncached rollout's for
-    every schedule, chunk size, history mode, eta and guidance (kernel rounding aside, ~1e-6).
+``mode="window"`` (exact): remembers the inputs, outputs and keys/values of the window; a call
+re-runs only the tokens from the first one whose value, level or condition changed, up to the last
+moving token. A causal model's outputs for an unchanged prefix are unchanged, so the numbers are
+the uncached ones for every schedule, history mode, eta and guidance (up to kernel rounding).
 
-``mode="rolling"`` (each history token encoded once)
-    A history token is encoded once, when it first enters a window as history, and kept until
-    the window slides past it; each step runs only the tokens being denoised. Memory and time per
-    token stay constant however long the rollout. Past the window this is a different (cheaper)
-    computation than re-encoding: a token's keys/values were computed with *its own* history, so
-    in a depth-``L`` model information reaches back ``L (window - 1)`` tokens, and with
-    ``history='noise'`` a token keeps the noise drawn for its first window. It equals the exact
-    rollout while every token is encoded with the same history (``context + horizon <= window``,
-    one new token per window, ``history='relabel'``). Guidance is refused: its conditions feed
-    the same history at several levels, which a once-encoded token cannot be.
+``mode="rolling"``: each history token is encoded once, when it enters a window, and kept until
+the window slides past it; memory and time per token stay constant. Past the window this is a
+cheaper, different computation (a token's keys/values saw *its own* history, so information
+reaches back ``depth x (window - 1)`` tokens, and ``history='noise'`` keeps its first window's
+noise). It equals the exact rollout while every token is encoded with the same history
+(``context + horizon <= window``, one new token per window, ``history='relabel'``). Guidance is
+refused: it feeds the same history at several levels.
 
-Guidance that needs gradients through the network (reward, Monte Carlo, reconstruction guidance)
-runs full passes without the cache, with the same numbers.
+Gradient guidance (reward, Monte Carlo, reconstruction) runs full uncached passes.
 """
 
 from __future__ import annotations
@@ -61,10 +53,8 @@ def _first_change(a: Tensor, b: Tensor) -> int:
 
 
 class CachedDenoiser:
-    """``denoise(x [B, W, ...], t [B, W], cond) -> (x0_hat, eps_hat)`` backed by a KV cache.
-
-    ``evaluated_tokens`` counts the tokens run through the network (batch rows x tokens).
-    """
+    """``denoise(x [B, W, ...], t [B, W], cond) -> (x0_hat, eps_hat)`` backed by a KV cache;
+    ``evaluated_tokens`` counts the tokens run through the network (batch rows x tokens)."""
 
     def __init__(self, model: Any, precision: str = "fp32", mode: str = "window") -> None:
         check_cacheable(model, mode)
@@ -87,9 +77,7 @@ class CachedDenoiser:
 
     def _run(self, x: Tensor, t: Tensor, cond: Optional[Tensor], a: int, b: int, commit: bool) -> Tensor:
         with autocast(x.device, self.precision):
-            out = self.model.backbone.forward_cached(
-                x[:, a:b], t[:, a:b], None if cond is None else cond[:, a:b], cache=self.cache, commit=commit
-            )
+            out = self.model.backbone.forward_cached(x[:, a:b], t[:, a:b], None if cond is None else cond[:, a:b], cache=self.cache, commit=commit)
         self.evaluated_tokens += x.shape[0] * (b - a)
         return out.float()
 

@@ -28,28 +28,23 @@ class SamplingConfig:
     """How to sample: the one options type of every sampling path and domain (``docs/guide.md``).
 
     Attributes:
-        scheduling: scheduling matrix: ``autoregressive``, ``pyramid``, ``full_sequence``,
-            ``trapezoid`` or a custom integer matrix [R, chunk] (see ``dforce.sampling.scheduling``).
-        steps: sampling steps ``S`` per token.
-        eta: 0 = deterministic DDIM, 1 = ancestral.
-        solver: the per-token step: ``ddim`` (the default; any ``eta``) or ``dpm++2m``
-            (DPM-Solver++(2M), second order over each token's own levels; ``eta = 0`` only; pays
-            off from about 20 steps, see ``docs/guide.md``, "Solvers").
+        scheduling: ``autoregressive``, ``pyramid``, ``full_sequence``, ``trapezoid`` or a custom
+            integer matrix [R, chunk] (``dforce.sampling.scheduling``).
+        steps: sampling steps per token; eta: 0 = deterministic DDIM, 1 = ancestral.
+        solver: ``ddim`` or ``dpm++2m`` (second order per token, ``eta = 0``; ``docs/guide.md``, "Solvers").
         uncertainty_scale: ``u`` of ``pyramid`` / ``trapezoid``.
         chunk_size: new tokens per window (default: ``window - history_len``).
-        history_len: history tokens kept in each window after the first (default: the number of
-            context tokens given, or ``window // 2`` with no context), at most ``window - 1``. The
-            first window holds as much context as fits beside its new tokens.
-        stabilization_level: level ``t`` at which generated history is fed (0 disables).
+        history_len: history tokens per window after the first, at most ``window - 1`` (default:
+            the context length, or ``window // 2`` without context); the first window holds as
+            much context as fits.
+        stabilization_level: level at which generated history is fed (0 disables).
         context_level: level of observed context tokens (0 = clean).
-        history: how history is fed at its level: ``noise`` (the clean value noised to the level,
-            one draw per window: consistent with training; the default), ``relabel`` (the clean
-            value, only labelled with the level) or ``replacement`` (the whole window at the new
-            tokens' current level, history re-noised at every step: for full-sequence models,
-            which never saw clean history in training).
+        history: how history is fed: ``noise`` (noised to its level once per window, as in
+            training), ``relabel`` (clean, labelled with the level) or ``replacement`` (the whole
+            window at the new tokens' level, re-noised every step: for full-sequence models).
         level_spacing: integer levels map to ``t`` ``uniform``-ly or uniformly in ``logsnr``.
         pad_to_window: fill short windows with pure-noise tokens (default: for non-causal models).
-        clip_x0: clamp ``x0_hat`` to ``[-clip_x0, clip_x0]`` (None = no clamp).
+        clip_x0: clamp ``x0_hat`` to ``[-clip_x0, clip_x0]``.
     """
 
     scheduling: Union[str, Tensor] = "autoregressive"
@@ -67,7 +62,7 @@ class SamplingConfig:
     clip_x0: Optional[float] = None
 
     def check(self) -> "SamplingConfig":
-        """Validate every field; raises ``ValueError`` naming the option and its allowed values."""
+        """Validate every field (``ValueError`` naming the option and its allowed values)."""
         if isinstance(self.scheduling, str):
             if self.scheduling == "chunked":
                 raise ValueError("in rollouts use scheduling='full_sequence' with chunk_size instead of the 'chunked' matrix")
@@ -100,11 +95,8 @@ class SamplingConfig:
 
 
 def plan_windows(context_len: int, horizon: int, window: int, chunk_size: Optional[int], history_len: Optional[int]) -> list[tuple[int, int, int]]:
-    """The windows of a rollout as ``(start, history, new)`` triples in token indices.
-
-    Window ``i`` covers tokens ``[start, start + history + new)``; the first ``history`` of them
-    are already known.
-    """
+    """The windows of a rollout as ``(start, history, new)``: tokens ``[start, start + history + new)``,
+    of which the first ``history`` are known."""
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1 token, got {horizon}")
     if window < 1:
@@ -125,31 +117,16 @@ def plan_windows(context_len: int, horizon: int, window: int, chunk_size: Option
 
 
 def iter_rollout(
-    denoise: Denoiser,
-    *,
-    token_shape: Sequence[int],
-    horizon: int,
-    window: int,
-    schedule: NoiseSchedule,
-    config: SamplingConfig,
-    context: Optional[Tensor] = None,
-    context_mask: Optional[Tensor] = None,
-    batch_size: Optional[int] = None,
-    cond: Optional[Tensor] = None,
-    guidance: Optional[Guidance] = None,
-    causal: bool = True,
-    generator: Optional[torch.Generator] = None,
-    device: torch.device | str | None = None,
-    progress: bool = False,
+    denoise: Denoiser, *, token_shape: Sequence[int], horizon: int, window: int, schedule: NoiseSchedule, config: SamplingConfig,
+    context: Optional[Tensor] = None, context_mask: Optional[Tensor] = None, batch_size: Optional[int] = None,
+    cond: Optional[Tensor] = None, guidance: Optional[Guidance] = None, causal: bool = True, generator: Optional[torch.Generator] = None,
+    device: torch.device | str | None = None, progress: bool = False,
 ) -> Iterator[tuple[int, Tensor]]:
     """Generate ``horizon`` tokens after ``context`` [B, C, *token_shape], yielding ``(h, token [B, ...])``
-    as soon as token ``h`` is clean (and all earlier ones are).
+    as soon as token ``h`` and all earlier ones are clean (views never written again).
 
-    ``cond`` [B, C + horizon, ...] holds external per-token conditions for every context and
-    future token. ``context_mask`` [B, C] (bool) marks observed context tokens: missing ones are
-    fed as pure noise (level 1), as masked tokens are in training, never imputed. With a pyramid or
-    autoregressive scheduling matrix the first tokens arrive after their own ``steps`` rows. The
-    yielded tensors are views of the rollout's buffer and are never written again.
+    ``cond`` [B, C + horizon, ...]: per-token conditions. ``context_mask`` [B, C]: observed context
+    tokens; missing ones are fed as pure noise, as in training.
     """
     config.check()
     ctx_len = 0 if context is None else context.shape[1]
@@ -204,12 +181,11 @@ def iter_rollout(
                 wcond = torch.cat([wcond, wcond.new_zeros(wcond.shape[0], w - hist - new, *wcond.shape[2:])], 1)
         final = lv[0, 1:, hist : hist + new] == 0  # [R-1, new]: token clean after row r
         emitted = 0
+        finished = 0.0 if config.history == "replacement" else config.stabilization_level
         for r, x in iter_sample_window(
             denoise, x, lv, schedule=schedule, eta=config.eta, solver=config.solver, guidance=guidance, cond=wcond,
-            known_mask=known if hist else None, known_values=known_values, history=config.history,
-            generated_mask=gen_mask, generator=generator,
-            finished_level=0.0 if config.history == "replacement" else config.stabilization_level, clip_x0=config.clip_x0, start=start,
-            progress=progress and len(windows) == 1,
+            known_mask=known if hist else None, known_values=known_values, history=config.history, generated_mask=gen_mask,
+            generator=generator, finished_level=finished, clip_x0=config.clip_x0, start=start, progress=progress and len(windows) == 1,
         ):
             done = final[r]
             while emitted < new and bool(done[emitted]):

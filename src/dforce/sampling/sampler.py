@@ -1,39 +1,21 @@
-"""The row loop: per-token sampling over a matrix of continuous noise levels.
+"""The row loop: :func:`iter_sample_window`, the only sampling loop in dforce.
 
-:func:`iter_sample_window` is the only sampling loop in dforce. It walks the rows of a level
-matrix ``levels`` [R, W] (or [B, R, W]) of continuous levels in [0, 1] for a window of ``W``
-tokens. At every row transition it asks a *guidance* object for ``(x0_hat, eps_hat)`` of the
-whole window (one or more network calls) and moves each token whose level drops from ``t`` to
-``s`` by the DDIM step
+It walks the rows of a matrix ``levels`` [R, W] (or [B, R, W]) of continuous levels in [0, 1] for
+a window of ``W`` tokens. At each row it asks the *guidance* hook for ``(x0_hat, eps_hat)`` of
+the window and moves each token whose level drops from ``t`` to ``s`` by the DDIM step
 
     x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,
-    c   = eta sigma_s sqrt(1 - alpha_t^2 sigma_s^2 / (alpha_s^2 sigma_t^2)).
+    c   = eta sigma_s sqrt(1 - alpha_t^2 sigma_s^2 / (alpha_s^2 sigma_t^2))
 
-``eta = 0`` is deterministic DDIM (and, for rectified flow, the Euler step of the flow ODE);
-``eta = 1`` samples the exact posterior q(x_s | x_t, x0 = x0_hat) (ancestral / DDPM-like).
-Tokens whose level does not drop are left bit-identical.
-
-``solver='dpm++2m'`` (eta = 0 only) replaces the first-order step by DPM-Solver++(2M) (Lu et al.
-2022, multistep, data prediction), applied per token over that token's own levels: a token that
-also moved in the previous row reuses the ``x0_hat`` of that move (:func:`dpmpp_2m_step`); its
-first move in a window, a move after a row it sat still, and a move to level 0 are first order
-(= DDIM). Any scheduling matrix works, since every token keeps its own history.
-
-*Known* tokens (history, keyframes) are never stepped. At each row they are fed at their level
-in ``levels``; tokens that became clean earlier in the same window (the first tokens of an
-autoregressive or pyramid matrix) are generated history too and are fed at ``finished_level``
-(the stabilization level), as the reference implementation relabels every finished token.
-``history`` says with which value such tokens are fed:
-
-- ``noise``: the clean value noised to that level with one draw per window (consistent with
-  training, where a token at level t is always a noisy token);
-- ``relabel``: the clean value itself, only *labelled* with the level (Diffusion Forcing v1.5
-  under DDIM additionally scales it by sqrt(alpha_bar); dforce feeds it unscaled);
-- ``replacement``: noised afresh at every row (replacement conditioning of full-sequence models).
-
-Everything else -- KV caches, precision, guidance -- wraps the denoiser or the guidance hook. A
-stateful denoiser (a KV cache) may define ``begin_step(info)``; the loop calls it before each
-network step so that it knows which tokens move and which are history.
+(``eta = 0``: deterministic DDIM, the Euler step for rectified flow; ``eta = 1``: the exact
+posterior q(x_s | x_t, x0_hat)), or by DPM-Solver++(2M) (:func:`dpmpp_2m_step`). Other tokens stay
+bit-identical. *Known* tokens (history, keyframes) are never stepped and are fed at their level;
+tokens finished earlier in the window are fed at ``finished_level`` (the stabilization level).
+``history`` says how such a token's clean value is fed: ``noise`` (noised to its level with one
+draw per window, as in training), ``relabel`` (unchanged, only labelled with the level;
+Diffusion Forcing v1.5 also scales it by sqrt(alpha_bar)) or ``replacement`` (noised afresh at
+every row). Caches and precision wrap the denoiser; a stateful denoiser may define
+``begin_step(info)``, called before each network step.
 """
 
 from __future__ import annotations
@@ -56,7 +38,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """The one precision switch: bf16 autocast of the network for ``precision='bf16'``."""
+    """The one precision switch: bf16 autocast for ``precision='bf16'``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -64,15 +46,10 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 
 @dataclass
 class StepInfo:
-    """What a guidance object (or a stateful denoiser) may use at one row transition.
-
-    ``t`` [B, W] are the levels the network is fed this step, ``moving`` [B, W] the tokens the
-    step moves; ``known_mask`` [B, W] marks history / conditioning tokens, ``known_values``
-    [B, W, ...] holds their clean values, ``generated_mask`` [B, W] marks known tokens the model
-    generated itself (for stabilized guidance). ``start`` is the window's first token in the whole
-    rollout and ``history`` the number of leading tokens of the window that are history (for KV
-    caches).
-    """
+    """One row transition, for guidance and stateful denoisers: levels fed ``t`` [B, W], tokens
+    ``moving`` [B, W], history ``known_mask`` [B, W] with clean ``known_values`` [B, W, ...], the
+    self-generated part of it ``generated_mask``; the window's first token ``start`` in the rollout
+    and its count of leading history tokens ``history``."""
 
     row: int
     schedule: NoiseSchedule
@@ -87,10 +64,7 @@ class StepInfo:
 
 
 class Guidance(Protocol):
-    """The sampler's guidance hook: return ``(x0_hat, eps_hat)`` for the window ``x`` at ``t``.
-
-    It may call ``denoise`` any number of times (batched conditions, gradients of a reward).
-    """
+    """The sampler's hook: ``(x0_hat, eps_hat)`` for the window ``x`` at ``t``, from any number of ``denoise`` calls."""
 
     def __call__(self, denoise: Denoiser, x: Tensor, t: Tensor, cond: Any, info: StepInfo) -> tuple[Tensor, Tensor]: ...
 
@@ -101,13 +75,7 @@ def conditional(denoise: Denoiser, x: Tensor, t: Tensor, cond: Any, info: StepIn
 
 
 def ddim_step(
-    x_t: Tensor,
-    x0_hat: Tensor,
-    eps_hat: Tensor,
-    t: Tensor,
-    s: Tensor,
-    schedule: NoiseSchedule,
-    eta: float = 0.0,
+    x_t: Tensor, x0_hat: Tensor, eps_hat: Tensor, t: Tensor, s: Tensor, schedule: NoiseSchedule, eta: float = 0.0,
     noise: Optional[Tensor] = None,
 ) -> Tensor:
     """One DDIM step from level ``t`` to ``s <= t`` (both [B, W]), elementwise per token."""
@@ -130,7 +98,6 @@ def ddim_step(
 
 
 def check_solver(solver: str, eta: float) -> None:
-    """Raise a one-line error unless ``solver`` is known and supports ``eta``."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
     if solver == "dpm++2m" and eta != 0:
@@ -138,26 +105,16 @@ def check_solver(solver: str, eta: float) -> None:
 
 
 def dpmpp_2m_step(
-    x_t: Tensor,
-    x0_hat: Tensor,
-    eps_hat: Tensor,
-    t: Tensor,
-    s: Tensor,
-    schedule: NoiseSchedule,
-    x0_prev: Optional[Tensor] = None,
+    x_t: Tensor, x0_hat: Tensor, eps_hat: Tensor, t: Tensor, s: Tensor, schedule: NoiseSchedule, x0_prev: Optional[Tensor] = None,
     t_prev: Optional[Tensor] = None,
 ) -> Tensor:
-    """One DPM-Solver++(2M) step (eta = 0) from level ``t`` to ``s <= t`` (both [B, W]), per token.
+    """One DPM-Solver++(2M) step (Lu et al. 2022; eta = 0) from ``t`` to ``s <= t`` (both [B, W]), per token.
 
-    ``x0_prev`` [B, W, ...] is each token's ``x0_hat`` at its previous level ``t_prev`` [B, W];
-    where ``t_prev == t`` (no previous step) or ``s == 0`` the step is first order, i.e. DDIM.
-    With ``lambda = log(alpha / sigma)``, ``h = lambda_s - lambda_t``, ``r = h_prev / h``:
-
-        D   = (1 + 1/(2r)) x0_hat - 1/(2r) x0_prev,
-        x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D,
-
-    computed as the DDIM step plus ``alpha_s (1 - exp(-h)) (D - x0_hat)`` (equal when ``x_t =
-    alpha_t x0_hat + sigma_t eps_hat``), so the first-order case is DDIM's bit for bit.
+    ``x0_prev`` is each token's ``x0_hat`` at its previous level ``t_prev`` (``t_prev == t``: no
+    previous move). With ``lambda = log(alpha / sigma)``, ``h = lambda_s - lambda_t``, ``r = h_prev / h``,
+    ``D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_prev`` and ``x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D``,
+    written as DDIM plus ``alpha_s (1 - exp(-h)) (D - x0_hat)``: a first-order move (no previous
+    move, or ``s = 0``) is DDIM bit for bit.
     """
     out = ddim_step(x_t, x0_hat, eps_hat, t, s, schedule)
     if x0_prev is None or t_prev is None:
@@ -179,43 +136,18 @@ def _known_inputs(values: Tensor, level: Tensor, history: str, schedule: NoiseSc
 
 
 def iter_sample_window(
-    denoise: Denoiser,
-    x: Tensor,
-    levels: Tensor,
-    *,
-    schedule: NoiseSchedule,
-    eta: float = 0.0,
-    solver: str = "ddim",
-    guidance: Optional[Guidance] = None,
-    cond: Any = None,
-    known_mask: Optional[Tensor] = None,
-    known_values: Optional[Tensor] = None,
-    history: str = "noise",
-    generated_mask: Optional[Tensor] = None,
-    finished_level: float = 0.0,
-    generator: Optional[torch.Generator] = None,
-    clip_x0: Optional[float] = None,
-    start: int = 0,
-    progress: bool = False,
+    denoise: Denoiser, x: Tensor, levels: Tensor, *, schedule: NoiseSchedule, eta: float = 0.0, solver: str = "ddim",
+    guidance: Optional[Guidance] = None, cond: Any = None, known_mask: Optional[Tensor] = None, known_values: Optional[Tensor] = None,
+    history: str = "noise", generated_mask: Optional[Tensor] = None, finished_level: float = 0.0,
+    generator: Optional[torch.Generator] = None, clip_x0: Optional[float] = None, start: int = 0, progress: bool = False,
 ) -> Iterator[tuple[int, Tensor]]:
-    """Denoise a window along the rows of ``levels``, yielding ``(r, x)`` after each row ``r``.
+    """Denoise the window ``x`` [B, W, ...] (unknown tokens: noise at their first level) along the
+    rows of ``levels`` (non-increasing down each column), yielding ``(r, x)`` after each row ``r``.
 
-    Args:
-        denoise: ``(x, t, cond) -> (x0_hat, eps_hat)``, e.g. ``model.denoiser()``.
-        x: starting window [B, W, ...]; unknown tokens hold noise at their first-row level.
-        levels: continuous levels [R, W] or [B, R, W]; non-increasing down each column.
-        solver: ``ddim`` (any ``eta``) or ``dpm++2m`` (``eta = 0``; module doc).
-        known_mask: [B, W] or [W] bool, tokens given as conditioning (never stepped).
-        known_values: [B, W, ...] clean values for the known tokens (others ignored).
-        history: how known tokens are fed: ``noise``, ``relabel`` or ``replacement`` (module doc).
-        generated_mask: [B, W] bool, known tokens that were generated (for guidance).
-        finished_level: level at which tokens that became clean in this window are fed while
-            later tokens are still denoised (0: fed clean).
-        clip_x0: clamp ``x0_hat`` to ``[-clip_x0, clip_x0]`` (``eps_hat`` follows).
-        start: the window's first token in a longer rollout (told to stateful denoisers).
-
-    Tokens whose level has reached 0 are final from then on (streaming reads them early); the
-    last yield holds the finished window with the known tokens' clean values.
+    ``known_mask`` ([B, W] or [W]) marks conditioning tokens with clean ``known_values``;
+    ``generated_mask`` the self-generated ones (for guidance); ``clip_x0`` clamps ``x0_hat`` (and
+    ``eps_hat`` follows); ``start`` is told to stateful denoisers. A token at level 0 is final
+    from then on; the last yield holds the known tokens' clean values too.
     """
     if history not in HISTORY:
         raise ValueError(f"unknown history {history!r}; choose one of {list(HISTORY)}")

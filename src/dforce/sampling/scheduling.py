@@ -1,13 +1,9 @@
-"""Scheduling matrices: which noise level every generated token has at every iteration.
+"""Scheduling matrices: the integer noise level of every generated token at every iteration.
 
-A scheduling matrix ``M`` is a plain integer tensor of shape ``[R, H]`` with entries in
-``{0..S}`` (``S`` = sampling steps, ``S`` = pure noise, ``0`` = clean). Row ``r`` holds each
-token's level at iteration ``r``: the first row is all ``S``, the last all ``0``, and every column
-is non-increasing. Each transition ``r -> r + 1`` is one network call over the window; a token
-whose level does not change is left untouched.
-
-Every built-in matrix is ``M[r, h] = clip(S + offset[h] - r, 0, S)`` for a per-token start delay
-``offset`` (see :func:`from_offsets`), so they can be printed, edited and plotted as data.
+A matrix ``M`` [R, H] holds levels in ``{0..S}`` (``S`` steps = pure noise, 0 = clean): the first row
+all ``S``, the last all 0, every column non-increasing. Each row transition is one network call;
+a token whose level does not change is untouched. Every built-in matrix is
+``M[r, h] = clip(S + offset[h] - r, 0, S)`` for a per-token delay ``offset`` (:func:`from_offsets`).
 """
 
 from __future__ import annotations
@@ -66,10 +62,7 @@ def chunked(tokens: int, steps: int, chunk_size: int) -> Tensor:
 
 
 def validate(matrix: Tensor, steps: int | None = None) -> Tensor:
-    """Check that ``matrix`` is a valid schedule and return it as a long tensor.
-
-    Raises ``ValueError`` naming the first violated rule.
-    """
+    """``matrix`` as a long tensor, or a ``ValueError`` naming the first rule it breaks."""
     m = torch.as_tensor(matrix)
     if m.dim() != 2 or m.shape[0] < 2 or m.shape[1] < 1:
         raise ValueError(f"a scheduling matrix must be 2-D [rows >= 2, tokens >= 1], got shape {tuple(m.shape)}")
@@ -96,20 +89,12 @@ def validate(matrix: Tensor, steps: int | None = None) -> Tensor:
 
 
 SCHEDULING: dict[str, Callable[..., Tensor]] = {
-    "full_sequence": full_sequence,
-    "autoregressive": autoregressive,
-    "pyramid": pyramid,
-    "trapezoid": trapezoid,
-    "chunked": chunked,
+    "full_sequence": full_sequence, "autoregressive": autoregressive, "pyramid": pyramid, "trapezoid": trapezoid, "chunked": chunked,
 }
 
 
 def scheduling_matrix(name: str | Tensor, tokens: int, steps: int, **kwargs: float) -> Tensor:
-    """Build a matrix by name, or validate a custom one passed as a tensor.
-
-    ``name`` is one of ``full_sequence``, ``autoregressive``, ``pyramid`` (``uncertainty_scale``),
-    ``trapezoid`` (``uncertainty_scale``), ``chunked`` (``chunk_size``).
-    """
+    """A matrix of :data:`SCHEDULING` by name (with its options), or a validated custom tensor."""
     if isinstance(name, Tensor):
         m = validate(name, steps)
         if m.shape[1] != tokens:
@@ -123,11 +108,8 @@ def scheduling_matrix(name: str | Tensor, tokens: int, steps: int, **kwargs: flo
 
 
 def level_grid(steps: int, schedule=None, spacing: str = "uniform") -> Tensor:
-    """Continuous level ``t`` for each integer level ``0..S`` (``t[0] = 0``, ``t[S] = 1``).
-
-    ``spacing='uniform'`` is uniform in ``t``; ``'logsnr'`` is uniform in logSNR over the range
-    the schedule spans (``schedule.logsnr_range()``), so every grid point is a distinct level.
-    """
+    """Continuous level ``t`` of each integer level ``0..S`` (``t[0] = 0``, ``t[S] = 1``), uniform in
+    ``t`` or in logSNR over the range the schedule spans (so every grid point is a distinct level)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if spacing == "uniform":
@@ -153,12 +135,3 @@ def window_levels(matrix: Tensor, grid: Tensor, window: int, start: int = 0) -> 
     levels[:, start : start + h] = grid[matrix.to(grid.device)]
     return levels
 
-
-def format_matrix(matrix: Tensor) -> str:
-    """The matrix as aligned text, one row per iteration."""
-    m = torch.as_tensor(matrix)
-    width = len(str(int(m.max()))) if m.numel() else 1
-    head = "row | " + " ".join(f"{h:>{width}}" for h in range(m.shape[1]))
-    lines = [head, "-" * len(head)]
-    lines += [f"{r:>3} | " + " ".join(f"{int(v):>{width}}" for v in row) for r, row in enumerate(m)]
-    return "\n".join(lines)
