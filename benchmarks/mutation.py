@@ -7,7 +7,7 @@
 Each core module is mutated by cosmic-ray (operators: arithmetic, comparison, boolean, number,
 unary, ... replacements) inside a throwaway ``git worktree`` of HEAD, so the checkout you work in is
 never touched; every mutant runs the test files that cover that module (``TESTS``), stopping at
-the first failure. A mutant is *killed* when a test fails or times out, *survived* otherwise.
+the first failure, leaving out the ``slow`` integration tests. A mutant is *killed* when a test fails or times out, *survived* otherwise.
 Writes ``benchmarks/results/mutation.{json,md}`` after every finished module (a stopped run keeps them): ``killed``, ``survived``, ``total``, ``score``,
 ``modules``, the survivors (module, line, operator, function) and ``git_sha`` / ``command``.
 Mutants inside type annotations are equivalent by construction (never evaluated) and not run.
@@ -104,7 +104,7 @@ def run_module(module: str, python: str, timeout: float, work: Path, share: floa
             f'module-path = "{CORE}/{module}"\n'
             f"timeout = {timeout}\n"
             "excluded-modules = []\n"
-            f'test-command = "env PYTHONPATH=src OMP_NUM_THREADS=1 {python} -m pytest -x -q -p no:cacheprovider {tests}"\n'
+            f'test-command = "env PYTHONPATH=src OMP_NUM_THREADS=1 {python} -m pytest -x -q -p no:cacheprovider -m \\"not slow\\" {tests}"\n'
             "[cosmic-ray.distributor]\n"
             'name = "local"\n'
         )

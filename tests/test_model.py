@@ -141,6 +141,7 @@ def test_cond_dropout_zeroes_whole_sequences_in_training_only():
     assert torch.equal(model.backbone.calls[-1]["cond"], cond)
 
 
+@pytest.mark.slow
 def test_small_model_learns_a_learnable_dataset():
     torch.manual_seed(0)
     # sine waves with random phase: predictable from history
