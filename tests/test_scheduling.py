@@ -64,15 +64,20 @@ def test_trapezoid_symmetric_no_off_by_one(h):
         assert (m[:, mid] >= m[:, 0]).all()
 
 
+def test_from_offsets_depends_only_on_relative_delays():
+    assert torch.equal(S.from_offsets(torch.tensor([2, 3, 5]), 4), S.from_offsets(torch.tensor([0, 1, 3]), 4))
+    assert S.from_offsets(torch.tensor([2, 3, 5]), 4).shape == (4 + 3 + 1, 3)
+
+
 def test_validate_errors_name_the_rule():
     good = S.full_sequence(3, 4)
     bad = good.clone()
     bad[2, 1] = 4
-    with pytest.raises(ValueError, match="non-increasing down each column; token 1"):
+    with pytest.raises(ValueError, match="non-increasing down each column; token 1 goes from 3 to 4 at row 2$"):
         S.validate(bad)
     bad = good.clone()
     bad[-1, 2] = 1
-    with pytest.raises(ValueError, match="last row must be clean"):
+    with pytest.raises(ValueError, match="last row must be clean .*; token 2 ends at 1$"):
         S.validate(bad)
     with pytest.raises(ValueError, match="first row must be pure noise"):
         S.validate(good[1:], 4)
