@@ -3,6 +3,7 @@
     python benchmarks/mutation.py                       # every core module (hours on 2 cores)
     python benchmarks/mutation.py --modules src/dforce/diffusion/weighting.py --jobs 2
     python benchmarks/mutation.py --sample 0.2 --jobs 2          # a seeded 20% of every module's mutants
+    python benchmarks/mutation.py --modules model.py --merge      # rerun one module, keep the others' results
 
 Each core module is mutated by cosmic-ray (operators: arithmetic, comparison, boolean, number,
 unary, ... replacements) inside a throwaway ``git worktree`` of HEAD, so the checkout you work in is
@@ -14,6 +15,8 @@ Mutants inside type annotations are equivalent by construction (never evaluated)
 ``--sample F`` runs a seeded uniform random share ``F`` of each module's mutants (the others are
 marked skipped and left out of every count; ``population`` gives the full number), and the
 markdown adds a 95% Wilson interval for the score.
+``--merge`` keeps the existing results of the modules not run again (``runs`` lists the commit and
+command behind each module's numbers).
 Survivors that are equivalent mutants (no input distinguishes them) are listed in
 ``EQUIVALENT`` with the reason, and reported apart.
 """
@@ -33,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import RESULTS, machine, provenance, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = "src/dforce"
@@ -134,6 +137,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run before it counts as killed")
     ap.add_argument("--sample", type=float, default=1.0, help="share of each module's mutants to run, in (0, 1] (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
+    ap.add_argument("--merge", action="store_true", help="keep the existing results of the modules not run again")
     args = ap.parse_args()
     if not 0.0 < args.sample <= 1.0:
         sys.exit(f"error: --sample must lie in (0, 1], got {args.sample}")
@@ -146,18 +150,21 @@ def main() -> None:
         sys.exit("error: src/ or tests/ has uncommitted changes; commit them first (mutants run on HEAD)")
     start = time.time()
     work = Path(tempfile.mkdtemp(prefix="dforce-mutation-"))
-    records: list[dict] = []
-    done: list[str] = []
-    population, typed = 0, 0
+    kept: dict = {}
+    if args.merge and (RESULTS / "mutation.json").exists():
+        old = json.loads((RESULTS / "mutation.json").read_text())
+        if "per_module" not in old or old.get("sample") != args.sample:
+            sys.exit("error: --merge needs results of this script's format written with the same --sample; run without --merge")
+        kept = {m: v for m, v in old["per_module"].items() if m not in modules}
+    run = {"git_sha": provenance()["git_sha"], "command": provenance()["command"], "sample": args.sample, "seed": args.seed}
+    per_module = dict(kept)
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = {pool.submit(run_module, m, sys.executable, args.timeout, work, args.sample, args.seed): m for m in modules}
             for future in as_completed(futures):  # results are written after every module: a stopped run keeps them
                 recs, (pop, ann) = future.result()
-                records += recs
-                population, typed = population + pop, typed + ann
-                done.append(futures[future])
-                write(records, [m for m in modules if m in done], len(modules), start, population, typed, args.sample)
+                per_module[futures[future]] = {"records": recs, "population": pop, "annotation_mutants": ann, "run": run}
+                write(per_module, len(kept) + len(modules), start, args.sample, run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -171,35 +178,42 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return mid - half, mid + half
 
 
-def write(records: list[dict], modules: list[str], asked: int, start: float, population: int, typed: int, share: float) -> None:
-    """``results/mutation.{json,md}`` for the modules finished so far."""
+def write(per_module: dict, asked: int, start: float, share: float, run: dict) -> None:
+    """``results/mutation.{json,md}`` for the modules finished so far (``per_module``: records and run per module)."""
+    modules = sorted(per_module)
+    records = [r for m in modules for r in per_module[m]["records"]]
+    population = sum(per_module[m]["population"] for m in modules)
+    typed = sum(per_module[m]["annotation_mutants"] for m in modules)
     survivors = [r for r in records if r["outcome"] == "survived"]
     equivalent = [r for r in survivors if (r["module"], r["line"], r["operator"]) in EQUIVALENT]
     killed = sum(r["outcome"] in ("killed", "incompetent") for r in records)
     total = len(records)
+    runs = {json.dumps(per_module[m]["run"], sort_keys=True) for m in modules}
     data = {
+        "git_sha": run["git_sha"], "command": run["command"],
         "killed": killed, "survived": len(survivors), "total": total, "score": killed / max(total, 1),
         "score_without_equivalent": killed / max(total - len(equivalent), 1),
         "modules": [f"{CORE}/{m}" for m in modules], "modules_asked": asked,
         "population": population, "annotation_mutants": typed, "sample": share, "score_ci95": wilson(killed, total),
         "survivors": [{**r, "equivalent": EQUIVALENT.get((r["module"], r["line"], r["operator"]))} for r in survivors],
-        "seconds": time.time() - start, "machine": machine(),
+        "runs": [{**json.loads(r), "modules": [m for m in modules if json.dumps(per_module[m]["run"], sort_keys=True) == r]} for r in sorted(runs)],
+        "per_module": per_module, "seconds": time.time() - start, "machine": machine(),
     }
     partial = "" if len(modules) == len(TESTS) else f" ({len(modules)} of the core's {len(TESTS)} modules: a partial run)"
     running = "" if len(modules) == asked else f" {asked - len(modules)} more module(s) of this run were still running."
     lines = ["# Mutation testing of the core (cosmic-ray)", "",
              f"{killed} of {total} mutants killed: score {data['score']:.3f} "
-             f"({data['score_without_equivalent']:.3f} without {len(equivalent)} equivalent mutants), "
-             f"{data['seconds'] / 60:.0f} min.", "",
+             f"({data['score_without_equivalent']:.3f} without {len(equivalent)} equivalent mutants).", "",
              (f"A seeded random {share:.0%} of each module's mutants ({total} of {population}); the score's 95% Wilson "
               f"interval is [{data['score_ci95'][0]:.3f}, {data['score_ci95'][1]:.3f}]." if share < 1 else f"Every mutant ({population}).")
              + f" Not run: {typed} mutants inside type annotations, which `from __future__ import annotations` never evaluates"
              " (equivalent by construction).", "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"]) + partial + "." + running,
-             "", "| module | mutants run | killed | score |", "|---|---:|---:|---:|"]
+             "", "| module | mutants run | killed | score | commit |", "|---|---:|---:|---:|---|"]
     for m in modules:
-        rs = [r for r in records if r["module"] == m]
+        rs = per_module[m]["records"]
         k = sum(r["outcome"] in ("killed", "incompetent") for r in rs)
-        lines.append(f"| {m} | {len(rs)} | {k} | {k / max(len(rs), 1):.3f} |")
+        lines.append(f"| {m} | {len(rs)} | {k} | {k / max(len(rs), 1):.3f} | `{per_module[m]['run']['git_sha'][:7]}` |")
+    lines += ["", "Runs:", ""] + [f"- `{r['command']}` at `{r['git_sha']}`: {', '.join(r['modules'])}" for r in data["runs"]]
     lines += ["", "Survivors:", "", "| module | line | operator | function | equivalent |", "|---|---:|---|---|---|"]
     lines += [f"| {r['module']} | {r['line']} | {r['operator']} | {r['function']} | {EQUIVALENT.get((r['module'], r['line'], r['operator']), '')} |"
               for r in survivors]

@@ -93,6 +93,7 @@ def test_training_noise_levels_shapes_and_rules():
 
     t, m = training_noise_levels("teacher_forcing", 64, 10, history_len=6, generator=g)
     assert (t[:, :6] == 0).all() and (t[:, 7:] == 1).all() and m.sum(1).eq(1).all() and m[:, 6].all()
+    assert (t[:, 6] > 0).all() and t[:, 6].min() < 0.1 and t[:, 6].max() > 0.9  # the target's own uniform level
 
     t, m = training_noise_levels("teacher_forcing", 256, 10, generator=g)
     hist = m.float().argmax(1)
@@ -100,12 +101,20 @@ def test_training_noise_levels_shapes_and_rules():
 
     t, m = training_noise_levels("uniform_future", 64, 10, history_len=4, generator=g)
     assert (t[:, 4:] == t[:, 4:5]).all() and m.all()
+    assert t[:, :4].std() > 0.2 and (t[:, :4] != t[:, 4:5]).all()  # independent history levels
+
+
+@pytest.mark.parametrize("kind", ["independent", "full_sequence", "teacher_forcing", "uniform_future", "autoregressive", "pyramid"])
+def test_a_one_component_mixture_is_the_pattern_itself(kind):
+    a = training_noise_levels(kind, 32, 8, generator=torch.Generator().manual_seed(1))
+    b = training_noise_levels(f" {kind}:2.5", 32, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_training_noise_errors():
     with pytest.raises(ValueError, match="unknown training noise levels"):
         training_noise_levels("random", 2, 4)
-    with pytest.raises(ValueError, match="history_len=4 must be in"):
+    with pytest.raises(ValueError, match=r"^history_len=4 must be in \[0, 3\] for windows of 4 tokens$"):
         training_noise_levels("teacher_forcing", 2, 4, history_len=4)
 
 
@@ -132,6 +141,7 @@ def test_known_start_redraws_token_zero_low_for_a_share_of_sequences():
     assert torch.all(out[~low, 0] == 0.9) and float(out[low, 0].max()) < 0.25
     assert torch.equal(known_start_levels(out, 1.0, 0.0, g)[:, 0], torch.zeros(4000))  # clean start
     assert known_start_levels(t, 0.0, 0.25, g) is t
+    assert (known_start_levels(torch.full((64, 1), 0.9), 1.0, 0.25, g) < 0.25).all()  # one-token windows too
     with pytest.raises(ValueError, match="probability must lie in"):
         known_start_levels(t, 1.5, 0.25)
 
