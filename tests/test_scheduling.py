@@ -103,6 +103,10 @@ def test_level_grid():
     gl = S.level_grid(10, sched, "logsnr")
     lam = sched.logsnr(gl[1:-1])
     assert torch.allclose(lam[1:] - lam[:-1], (lam[1] - lam[0]).expand(len(lam) - 1), atol=1e-3)
+    for steps in (1, 5, 7):  # odd step counts too
+        for spacing in ("uniform", "logsnr"):
+            g = S.level_grid(steps, sched, spacing)
+            assert len(g) == steps + 1 and g[0] == 0 and g[-1] == 1 and (g[1:] > g[:-1]).all()
 
 
 def test_window_levels_place_the_matrix_and_pad_with_pure_noise():
