@@ -6,7 +6,7 @@
     python benchmarks/mutation.py --modules model.py --merge      # rerun one module, keep the others' results
 
 Each core module is mutated by cosmic-ray (operators: arithmetic, comparison, boolean, number,
-unary, ... replacements) inside a throwaway ``git worktree`` of HEAD, so the checkout you work in is
+unary, ... replacements) inside a throwaway ``git worktree`` of the commit HEAD had at the start, so the checkout you work in is
 never touched; every mutant runs the test files that cover that module (``TESTS``), stopping at
 the first failure, leaving out the ``slow`` integration tests. A mutant is *killed* when a test fails or times out, *survived* otherwise.
 Writes ``benchmarks/results/mutation.{json,md}`` after every finished module (a stopped run keeps them): ``killed``, ``survived``, ``total``, ``score``,
@@ -56,7 +56,16 @@ TESTS = {
     "model.py": ["test_model.py", "test_rollout.py", "test_cached.py"],
 }
 # (module, line, operator) -> why no input can tell the mutant from the original
-EQUIVALENT: dict[tuple[str, int, str], str] = {}
+EQUIVALENT: dict[tuple[str, int, str], str] = {
+    ("diffusion/noise_levels.py", 114, "core/ReplaceBinaryOperator_Add_Sub"):
+        "`+ jitter` -> `- jitter`: the jitter is uniform on [-0.025, 0.025], so both have one distribution "
+        "(the line's other `+` flips the pyramid and is killed)",
+    ("diffusion/noise_levels.py", 112, "core/NumberReplacer"):
+        "`max(tokens, 1)` only keeps log() finite for an empty window; for one token `pos - anchor` is 0, so the rise is never used",
+    ("diffusion/weighting.py", 71, "core/ReplaceComparisonOperator_Eq_GtE"):
+        "`kind >= 'sigmoid'`: check_weighting has admitted only uniform (returned earlier), sigmoid, min_snr and fused_snr, "
+        "and only 'sigmoid' of those is >= 'sigmoid'",
+}
 
 
 def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -95,10 +104,10 @@ def keep_sample(session: Path, share: float, seed: int, module: str, source: Pat
         return len(live), len(typed)
 
 
-def run_module(module: str, python: str, timeout: float, work: Path, share: float = 1.0, seed: int = 0) -> tuple[list[dict], tuple[int, int]]:
+def run_module(module: str, python: str, timeout: float, work: Path, share: float, seed: int, sha: str) -> tuple[list[dict], tuple[int, int]]:
     """Mutate one module in its own worktree; returns one record per mutant."""
     tree = work / module.replace("/", "_").removesuffix(".py")
-    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"], cwd=ROOT, check=True)
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), sha], cwd=ROOT, check=True)
     try:
         tests = " ".join(f"tests/{t}" for t in TESTS[module])
         cfg, session = tree / "cosmic-ray.toml", tree / "session.sqlite"
@@ -153,18 +162,19 @@ def main() -> None:
     kept: dict = {}
     if args.merge and (RESULTS / "mutation.json").exists():
         old = json.loads((RESULTS / "mutation.json").read_text())
-        if "per_module" not in old or old.get("sample") != args.sample:
-            sys.exit("error: --merge needs results of this script's format written with the same --sample; run without --merge")
+        if "per_module" not in old:
+            sys.exit("error: --merge needs results written by this version of the script; run without --merge")
         kept = {m: v for m, v in old["per_module"].items() if m not in modules}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     run = {"git_sha": provenance()["git_sha"], "command": provenance()["command"], "sample": args.sample, "seed": args.seed}
     per_module = dict(kept)
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(run_module, m, sys.executable, args.timeout, work, args.sample, args.seed): m for m in modules}
+            futures = {pool.submit(run_module, m, sys.executable, args.timeout, work, args.sample, args.seed, head): m for m in modules}
             for future in as_completed(futures):  # results are written after every module: a stopped run keeps them
                 recs, (pop, ann) = future.result()
                 per_module[futures[future]] = {"records": recs, "population": pop, "annotation_mutants": ann, "run": run}
-                write(per_module, len(kept) + len(modules), start, args.sample, run)
+                write(per_module, len(kept) + len(modules), start, run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -178,7 +188,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return mid - half, mid + half
 
 
-def write(per_module: dict, asked: int, start: float, share: float, run: dict) -> None:
+def write(per_module: dict, asked: int, start: float, run: dict) -> None:
     """``results/mutation.{json,md}`` for the modules finished so far (``per_module``: records and run per module)."""
     modules = sorted(per_module)
     records = [r for m in modules for r in per_module[m]["records"]]
@@ -189,12 +199,17 @@ def write(per_module: dict, asked: int, start: float, share: float, run: dict) -
     killed = sum(r["outcome"] in ("killed", "incompetent") for r in records)
     total = len(records)
     runs = {json.dumps(per_module[m]["run"], sort_keys=True) for m in modules}
+    shares = {m: per_module[m]["run"]["sample"] for m in modules}
+    scores = {m: sum(r["outcome"] in ("killed", "incompetent") for r in per_module[m]["records"]) / max(len(per_module[m]["records"]), 1)
+              for m in modules}
+    weighted = sum(scores[m] * per_module[m]["population"] for m in modules) / max(population, 1)
     data = {
         "git_sha": run["git_sha"], "command": run["command"],
         "killed": killed, "survived": len(survivors), "total": total, "score": killed / max(total, 1),
         "score_without_equivalent": killed / max(total - len(equivalent), 1),
         "modules": [f"{CORE}/{m}" for m in modules], "modules_asked": asked,
-        "population": population, "annotation_mutants": typed, "sample": share, "score_ci95": wilson(killed, total),
+        "population": population, "annotation_mutants": typed, "sample": shares, "score_ci95": wilson(killed, total),
+        "score_population_weighted": weighted,
         "survivors": [{**r, "equivalent": EQUIVALENT.get((r["module"], r["line"], r["operator"]))} for r in survivors],
         "runs": [{**json.loads(r), "modules": [m for m in modules if json.dumps(per_module[m]["run"], sort_keys=True) == r]} for r in sorted(runs)],
         "per_module": per_module, "seconds": time.time() - start, "machine": machine(),
@@ -204,15 +219,17 @@ def write(per_module: dict, asked: int, start: float, share: float, run: dict) -
     lines = ["# Mutation testing of the core (cosmic-ray)", "",
              f"{killed} of {total} mutants killed: score {data['score']:.3f} "
              f"({data['score_without_equivalent']:.3f} without {len(equivalent)} equivalent mutants).", "",
-             (f"A seeded random {share:.0%} of each module's mutants ({total} of {population}); the score's 95% Wilson "
-              f"interval is [{data['score_ci95'][0]:.3f}, {data['score_ci95'][1]:.3f}]." if share < 1 else f"Every mutant ({population}).")
+             (f"A seeded random share of each module's mutants ({total} of {population}; the share per module is in the table); "
+              f"the score's 95% Wilson interval is [{data['score_ci95'][0]:.3f}, {data['score_ci95'][1]:.3f}], and weighted by each "
+              f"module's number of mutants it is {weighted:.3f}." if total < population else f"Every mutant ({population}).")
              + f" Not run: {typed} mutants inside type annotations, which `from __future__ import annotations` never evaluates"
              " (equivalent by construction).", "", "Modules: " + ", ".join(f"`{m}`" for m in data["modules"]) + partial + "." + running,
-             "", "| module | mutants run | killed | score | commit |", "|---|---:|---:|---:|---|"]
+             "", "| module | mutants | share run | run | killed | score | commit |", "|---|---:|---:|---:|---:|---:|---|"]
     for m in modules:
         rs = per_module[m]["records"]
         k = sum(r["outcome"] in ("killed", "incompetent") for r in rs)
-        lines.append(f"| {m} | {len(rs)} | {k} | {k / max(len(rs), 1):.3f} | `{per_module[m]['run']['git_sha'][:7]}` |")
+        lines.append(f"| {m} | {per_module[m]['population']} | {shares[m]:.0%} | {len(rs)} | {k} | {k / max(len(rs), 1):.3f} | "
+                     f"`{per_module[m]['run']['git_sha'][:7]}` |")
     lines += ["", "Runs:", ""] + [f"- `{r['command']}` at `{r['git_sha']}`: {', '.join(r['modules'])}" for r in data["runs"]]
     lines += ["", "Survivors:", "", "| module | line | operator | function | equivalent |", "|---|---:|---|---|---|"]
     lines += [f"| {r['module']} | {r['line']} | {r['operator']} | {r['function']} | {EQUIVALENT.get((r['module'], r['line'], r['operator']), '')} |"

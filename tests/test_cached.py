@@ -108,6 +108,22 @@ def test_window_cache_with_gradient_guidance_falls_back_to_full_passes():
     model = make_model()
     kw = dict(batch_size=2, horizon=10, steps=3, chunk_size=1, history_len=W - 1, guidance=Nudge(), seed=0)
     assert close(model.sample(cache="window", **kw), model.sample(**kw))
+    denoise = model.denoiser(cache="window")
+    with torch.enable_grad():
+        denoise(torch.randn(3, 5, 3, requires_grad=True), torch.rand(3, 5))
+    assert denoise.evaluated_tokens == 3 * 5  # a full pass over every token
+
+
+def test_first_change_finds_the_first_differing_token_in_any_batch_row():
+    from dforce.sampling.cached import _first_change
+
+    a = torch.randn(2, 5, 3)
+    assert _first_change(a, a.clone()) == 5
+    b = a.clone()
+    b[1, 3, 2] += 1
+    assert _first_change(a, b) == 3
+    b[0, 1, 0] += 1
+    assert _first_change(a, b) == 1
 
 
 def test_rolling_cache_is_exact_within_the_window_and_encodes_history_once():

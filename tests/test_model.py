@@ -100,6 +100,15 @@ def test_errors_name_the_problem():
         make_model(frame_stack=2).sample(context=torch.randn(1, 3, 2), horizon=2)
 
 
+def test_batch_size_must_agree_with_the_context():
+    model = make_model(dim=3)
+    ctx = torch.randn(2, 4, 3)
+    assert model.sample(context=ctx, horizon=1, steps=1, batch_size=2).shape == (2, 1, 3)
+    for bad in (1, 3):
+        with pytest.raises(ValueError, match=f"batch_size={bad} disagrees with the context's batch of 2"):
+            model.sample(context=ctx, horizon=1, steps=1, batch_size=bad)
+
+
 def test_sample_shapes_seed_and_long_rollout():
     model = make_model(frame_stack=2, dim=6)
     ctx = torch.randn(2, 4, 3)

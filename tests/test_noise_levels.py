@@ -116,6 +116,15 @@ def test_training_noise_errors():
         training_noise_levels("random", 2, 4)
     with pytest.raises(ValueError, match=r"^history_len=4 must be in \[0, 3\] for windows of 4 tokens$"):
         training_noise_levels("teacher_forcing", 2, 4, history_len=4)
+    for tokens in (0, 1):
+        with pytest.raises(ValueError, match="at least 2 tokens"):
+            training_noise_levels("teacher_forcing", 2, tokens)
+
+
+def test_a_single_pattern_draws_exactly_its_own_levels():
+    """No mixture draw for a single pattern: ``independent`` is torch.rand of the window, nothing more."""
+    t, _ = training_noise_levels("independent", 16, 8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(t, torch.rand((16, 8), generator=torch.Generator().manual_seed(3)))
 
 
 def test_frame_stacking_round_trip():
@@ -144,6 +153,10 @@ def test_known_start_redraws_token_zero_low_for_a_share_of_sequences():
     assert (known_start_levels(torch.full((64, 1), 0.9), 1.0, 0.25, g) < 0.25).all()  # one-token windows too
     with pytest.raises(ValueError, match="probability must lie in"):
         known_start_levels(t, 1.5, 0.25)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="known-start level must lie in"):
+            known_start_levels(t, 0.5, bad)
+    assert (known_start_levels(t, 1.0, 1.0, g)[:, 0] < 1.0).all()  # the whole range is allowed
 
 
 def test_model_known_start_option_reaches_the_network():

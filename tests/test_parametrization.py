@@ -43,3 +43,17 @@ def test_unknown_parametrization_is_refused_by_every_function(kind):
                  lambda: check_parametrization(kind)):
         with pytest.raises(ValueError, match=f"unknown parametrization '{kind}'"):
             call()
+
+
+@pytest.mark.parametrize("kind", PARAMETRIZATIONS)
+def test_names_read_from_a_config_file_work(kind):
+    """A name parsed from JSON is a new string object, not the interned literal: compare by value."""
+    import json
+
+    loaded = json.loads(json.dumps(kind))
+    alpha, sigma = torch.tensor([0.8]), torch.tensor([0.6])
+    x0, eps, pred = torch.tensor([1.0]), torch.tensor([-0.5]), torch.tensor([0.3])
+    assert torch.equal(target(loaded, x0, eps, alpha, sigma), target(kind, x0, eps, alpha, sigma))
+    for a, b in zip(to_x0_eps(loaded, pred, x0, alpha, sigma), to_x0_eps(kind, pred, x0, alpha, sigma)):
+        assert torch.equal(a, b)
+    assert torch.equal(eps_mse_factor(loaded, alpha, sigma), eps_mse_factor(kind, alpha, sigma))

@@ -72,6 +72,36 @@ def test_scale_zero_and_known_tokens_are_untouched():
         RewardGuidance(reward, mc_samples=0)
 
 
+def test_scale_zero_is_one_plain_call_and_monte_carlo_draws_four_futures_by_default():
+    sched = get_schedule("cosine")
+    den, calls = gaussian_denoiser(sched), []
+
+    def spy(x, t, cond=None):
+        calls.append((x.shape[0], torch.is_grad_enabled() and x.requires_grad))
+        return den(x, t)
+
+    t, x = torch.full((2, 3), 0.5), torch.randn(2, 3, 2)
+    reward = lambda x0, info: x0.sum((1, 2))  # noqa: E731
+    RewardGuidance(reward, scale=0.0)(spy, x, t, None, _info(sched, t))
+    assert calls == [(2, False)]  # no gradient, one call
+    calls.clear()
+    MonteCarloGuidance(reward, scale=1.0)(spy, x, t, None, _info(sched, t))
+    assert [c[0] for c in calls] == [2, 2 * 3]  # the prediction, then 3 more futures in one batch
+
+
+def test_grad_clip_bounds_the_gradient_on_both_sides():
+    sched = get_schedule("cosine")
+    den = gaussian_denoiser(sched)
+    t, x = torch.full((1, 2), 0.5), torch.randn(1, 2, 2)
+    c = torch.tensor([100.0, -100.0])
+    reward = lambda x0, info: (x0 * c).sum((1, 2))  # noqa: E731
+    plain, _ = den(x, t)
+    x0_g, _ = RewardGuidance(reward, scale=1.0, grad_clip=0.5)(den, x, t, None, _info(sched, t))
+    a, s = (float(v) for v in sched.alpha_sigma(torch.tensor(0.5)))
+    expected = s**2 / a * torch.tensor([0.5, -0.5])  # eps space: x0 moves by scale sigma^2 / alpha * clipped grad
+    torch.testing.assert_close(x0_g - plain, expected.expand(1, 2, 2), atol=1e-5, rtol=1e-5)
+
+
 def test_goal_reward_value_and_normalization():
     x0 = torch.tensor([[[1.0, 1.0, 4.0, 5.0]]])  # one token of two 2-D frames (normalized)
     mean, std = torch.tensor([1.0, 1.0]), torch.tensor([2.0, 2.0])

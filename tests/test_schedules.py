@@ -46,6 +46,15 @@ def test_cosine_closed_form_and_shift():
     assert torch.allclose(lam_shift - lam, torch.full_like(t, 2 * math.log(0.125)), atol=1e-4)
 
 
+@pytest.mark.parametrize("start,end,tau", [(-3.0, 3.0, 1.0), (-3.0, 3.0, 2.0), (0.0, 3.0, 0.5)])
+def test_sigmoid_closed_form(start, end, tau):
+    t = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
+    v = lambda z: 1 / (1 + math.exp(-z / tau))  # noqa: E731
+    alpha2 = (v(end) - torch.sigmoid((t * (end - start) + start) / tau)) / (v(end) - v(start))
+    a, _ = get_schedule("sigmoid", start=start, end=end, tau=tau).alpha_sigma(t.float())
+    assert torch.allclose(a.double() ** 2, alpha2, atol=1e-4)
+
+
 def test_linear_beta_matches_discrete_ddpm():
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0)
@@ -70,3 +79,16 @@ def test_t_from_logsnr_inverts():
 def test_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="unknown noise schedule 'cosin'.*cosine"):
         get_schedule("cosin")
+
+
+def test_linear_beta_continuous_closed_form():
+    t = torch.linspace(0.0, 1.0, 21, dtype=torch.float64)
+    alpha2 = torch.exp(-(0.1 * t + 0.5 * (20.0 - 0.1) * t**2))
+    a, _ = get_schedule("linear").alpha_sigma(t.float())
+    assert torch.allclose(a.double() ** 2, alpha2, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_levels_outside_the_unit_interval_are_clamped(name):
+    sched = get_schedule(name)
+    assert torch.equal(sched.logsnr(torch.tensor([-0.5, 1.5])), sched.logsnr(torch.tensor([0.0, 1.0])))

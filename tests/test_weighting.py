@@ -61,3 +61,18 @@ def test_fused_snr_matches_reference_formulas_for_eps_and_v():
 def test_unknown_weighting():
     with pytest.raises(ValueError, match="unknown loss weighting 'snr'"):
         loss_weight("snr", torch.zeros(3), "eps", COS)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "min_snr", "sigmoid", "fused_snr"])
+def test_weighting_names_read_from_a_config_file_work(kind):
+    import json
+
+    sched, lam = get_schedule("cosine"), torch.linspace(-5, 5, 8).reshape(2, 4)
+    assert torch.equal(loss_weight(json.loads(json.dumps(kind)), lam, "v", sched), loss_weight(kind, lam, "v", sched))
+
+
+def test_sigmoid_weighting_closed_form_and_fused_snr_shape_check():
+    sched, lam = get_schedule("cosine"), torch.linspace(-6, 6, 12).reshape(3, 4)
+    assert torch.allclose(loss_weight("sigmoid", lam, "eps", sched), torch.sigmoid(-1.0 - lam))  # DFoT's bias -1
+    with pytest.raises(ValueError, match=r"shape \[B, T\]"):
+        fused_logsnr(torch.zeros(4))

@@ -90,7 +90,7 @@ class CosineSchedule(NoiseSchedule):
         self.shift = shift
 
     def _logsnr(self, t: Tensor) -> Tensor:
-        half_pi_t = t.clamp(0, 1) * (math.pi / 2)
+        half_pi_t = t * (math.pi / 2)  # t in [0, 1]: logsnr() clamps it
         # cos(pi/2) is slightly negative in float32: clamp before the logs
         log_ratio = torch.log(torch.cos(half_pi_t).clamp_min(1e-20)) - torch.log(torch.sin(half_pi_t).clamp_min(1e-20))
         return 2.0 * log_ratio + 2.0 * math.log(self.shift)

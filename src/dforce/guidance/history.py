@@ -120,8 +120,6 @@ class HistoryGuidance:
             else:
                 groups.append((lv, w))
         groups = [(lv, w) for lv, w in groups if abs(w) > 1e-12]
-        if len(groups) == 1 and torch.equal(groups[0][0], t):
-            return denoise(x, t, cond)
         eps = None
         xs = []
         for lv, _ in groups:

@@ -39,8 +39,8 @@ class ReconstructionGuidance:
         x0, eps = x0.detach(), eps.detach()
         alpha, sigma = info.schedule.alpha_sigma(t)
         alpha, sigma = expand_like(alpha, x0), expand_like(sigma, x0)
-        unknown = 1.0 - km
-        x0 = x0 - unknown * (self.scale * alpha / 2) * grad
+        unknown = km == 0
+        x0 = torch.where(unknown, x0 - (self.scale * alpha / 2) * grad, x0)
         eps_new = (x.float() - alpha * x0) / sigma.clamp_min(1e-6)
-        eps = torch.where(unknown.bool() & (sigma > 1e-6), eps_new, eps)
+        eps = torch.where(unknown & (sigma > 1e-6), eps_new, eps)
         return x0, eps
