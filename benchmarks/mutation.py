@@ -65,6 +65,12 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("diffusion/weighting.py", 71, "core/ReplaceComparisonOperator_Eq_GtE"):
         "`kind >= 'sigmoid'`: check_weighting has admitted only uniform (returned earlier), sigmoid, min_snr and fused_snr, "
         "and only 'sigmoid' of those is >= 'sigmoid'",
+    ("sampling/cached.py", 87, "core/NumberReplacer"):
+        "`self.inputs[0]` -> `self.inputs[1]`: the cached tokens and their levels always have the same number of tokens",
+    ("sampling/cached.py", 105, "core/ReplaceComparisonOperator_GtE_Is"):
+        "`drop >= length` -> `drop is length`: for a larger drop, drop_front(drop) empties every built-in cache just as clear() does",
+    ("sampling/cached.py", 105, "core/ReplaceComparisonOperator_GtE_Eq"):
+        "`drop >= length` -> `drop == length`: as above",
 }
 
 
@@ -159,12 +165,12 @@ def main() -> None:
         sys.exit("error: src/ or tests/ has uncommitted changes; commit them first (mutants run on HEAD)")
     start = time.time()
     work = Path(tempfile.mkdtemp(prefix="dforce-mutation-"))
-    kept: dict = {}
+    kept: dict = {}  # a module run again keeps its old results until the new ones are in
     if args.merge and (RESULTS / "mutation.json").exists():
         old = json.loads((RESULTS / "mutation.json").read_text())
         if "per_module" not in old:
             sys.exit("error: --merge needs results written by this version of the script; run without --merge")
-        kept = {m: v for m, v in old["per_module"].items() if m not in modules}
+        kept = old["per_module"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     run = {"git_sha": provenance()["git_sha"], "command": provenance()["command"], "sample": args.sample, "seed": args.seed}
     per_module = dict(kept)
@@ -174,7 +180,7 @@ def main() -> None:
             for future in as_completed(futures):  # results are written after every module: a stopped run keeps them
                 recs, (pop, ann) = future.result()
                 per_module[futures[future]] = {"records": recs, "population": pop, "annotation_mutants": ann, "run": run}
-                write(per_module, len(kept) + len(modules), start, run)
+                write(per_module, len(set(kept) | set(modules)), start, run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

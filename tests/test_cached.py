@@ -114,6 +114,29 @@ def test_window_cache_with_gradient_guidance_falls_back_to_full_passes():
     assert denoise.evaluated_tokens == 3 * 5  # a full pass over every token
 
 
+@pytest.mark.parametrize("chunk,history_len", [(1, W - 1), (4, 1), (3, 2)])
+def test_rolling_cache_encodes_each_history_token_once_over_a_long_rollout(chunk, history_len):
+    from dforce.sampling import plan_windows
+
+    model, horizon = make_model(spy=True), 3 * W
+    model.sample(torch.randn(2, 2, 3), horizon, steps=2, chunk_size=chunk, history_len=history_len, cache="rolling", seed=0)
+    committed = sum(c["x"].shape[1] for c in model.backbone.calls if c["commit"])
+    history = {i for start, hist, _ in plan_windows(2, horizon, W, chunk, history_len) for i in range(start, start + hist)}
+    assert committed == len(history)
+
+
+def test_window_cache_reruns_only_from_the_first_changed_token():
+    denoise = make_model().denoiser(cache="window")
+    x, t = torch.randn(2, 6, 3), torch.rand(2, 6)
+    ref = denoise(x, t)
+    assert denoise.evaluated_tokens == 2 * 6
+    x2 = x.clone()
+    x2[:, 4] += 1
+    out = denoise(x2, t)
+    assert denoise.evaluated_tokens == 2 * 6 + 2 * 2  # tokens 4 and 5 again
+    assert close(out[0][:, :4], ref[0][:, :4], tol=1e-6) and not close(out[0][:, 4:], ref[0][:, 4:])
+
+
 def test_first_change_finds_the_first_differing_token_in_any_batch_row():
     from dforce.sampling.cached import _first_change
 

@@ -109,6 +109,12 @@ def test_batch_size_must_agree_with_the_context():
             model.sample(context=ctx, horizon=1, steps=1, batch_size=bad)
 
 
+def test_context_mask_shape_error_names_both_shapes():
+    model = make_model(dim=3)
+    with pytest.raises(ValueError, match=r"context_mask must have shape \[B, C\] = \(2, 4\), got \(2, 3\)$"):
+        model.sample(context=torch.randn(2, 4, 3), horizon=1, steps=1, context_mask=torch.ones(2, 3, dtype=torch.bool))
+
+
 def test_sample_shapes_seed_and_long_rollout():
     model = make_model(frame_stack=2, dim=6)
     ctx = torch.randn(2, 4, 3)
