@@ -100,6 +100,60 @@ def test_errors_name_the_problem():
         make_model(frame_stack=2).sample(context=torch.randn(1, 3, 2), horizon=2)
 
 
+def test_history_len_spans_zero_to_window_minus_one():
+    for h in (0, 7):
+        assert DiffusionForcing(Transformer(dim=3, width=16, depth=1, heads=2), window=8, history_len=h).history_len == h
+    for h in (-1, 8):
+        with pytest.raises(ValueError, match=r"history_len must lie in \[0, window - 1\] = \[0, 7\]"):
+            DiffusionForcing(Transformer(dim=3, width=16, depth=1, heads=2), window=8, history_len=h)
+
+
+def test_window_and_frame_stack_are_each_checked():
+    for kw in (dict(window=0), dict(window=8, frame_stack=0)):
+        with pytest.raises(ValueError, match="window and frame_stack must be >= 1"):
+            DiffusionForcing(Transformer(dim=4, width=16, depth=1, heads=2), **kw)
+
+
+def test_explicit_noise_levels_must_lie_in_the_unit_interval():
+    model, x = make_model(dim=3), torch.randn(2, 4, 3)
+    assert torch.isfinite(model.loss(x, noise_levels=torch.tensor([[0.0, 0.3, 0.7, 1.0]] * 2)))
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="noise_levels must lie in \\[0, 1\\]"):
+            model.loss(x, noise_levels=torch.full((2, 4), bad))
+
+
+def test_noise_clip_must_be_positive():
+    assert DiffusionForcing(Transformer(dim=3, width=16, depth=1, heads=2), window=8, noise_clip=0.5).noise_clip == 0.5
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="noise_clip must be > 0"):
+            DiffusionForcing(Transformer(dim=3, width=16, depth=1, heads=2), window=8, noise_clip=bad)
+
+
+def test_masked_frames_inside_a_token_do_not_enter_the_loss():
+    class Fixed(torch.nn.Module):  # predicts `out`; token_shape of 2 stacked 1-channel frames
+        causal, token_shape = True, (2,)
+
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+
+        def forward(self, x, t, cond=None):
+            return self.out.expand_as(x)
+
+    x, mask = torch.randn(1, 4, 1), torch.tensor([[True, False, True, True]])  # frame 1 = token 0's second frame
+    a, b = torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)
+    b[0, 0, 1] = 5.0  # differs only where the masked frame sits
+    la, lb = (DiffusionForcing(Fixed(o), window=2, frame_stack=2).loss(x, mask=mask, generator=torch.Generator().manual_seed(0),
+                                                                        reduction="none") for o in (a, b))
+    assert torch.equal(la, lb)
+
+
+def test_cond_shape_error_names_the_expected_shape():
+    model = DiffusionForcing(Transformer(dim=3, width=16, depth=1, heads=2, cond_dim=2), window=8)
+    with pytest.raises(ValueError, match=r"cond must have shape \[B, C \+ horizon, \.\.\.\] = \[2, 7, \.\.\.\], got \(2, 5, 2\)"):
+        model.sample(context=torch.randn(2, 4, 3), horizon=3, steps=1, cond=torch.randn(2, 5, 2))
+
+
 def test_batch_size_must_agree_with_the_context():
     model = make_model(dim=3)
     ctx = torch.randn(2, 4, 3)

@@ -140,3 +140,28 @@ def test_tokens_finished_inside_a_window_are_fed_at_the_stabilization_level():
     model.backbone.calls.clear()
     model.sample(batch_size=1, horizon=3, steps=2, history_len=0, stabilization_level=0.0, seed=0)
     assert model.backbone.calls[3]["t"][0].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_progress_bars_only_when_asked(capsys):
+    model = spy_model()
+    model.sample(torch.randn(1, 2, 2), 6, steps=1, chunk_size=2, seed=0)
+    assert capsys.readouterr().err == ""
+    model.sample(torch.randn(1, 2, 2), 6, steps=1, chunk_size=2, seed=0, progress=True)
+    assert "rollout" in capsys.readouterr().err
+
+
+def test_plan_windows_default_history_is_the_context_or_half_a_window():
+    assert plan_windows(0, 20, 8, None, None)[1:] == [(s, 4, 4) for s in (0, 4, 8, 12)]  # no context: window // 2
+    assert plan_windows(3, 10, 8, None, None) == [(0, 3, 5), (5, 3, 5)]  # the context length
+
+
+def test_padded_windows_get_zero_conditions_for_the_padding():
+    torch.manual_seed(0)
+    bb = SpyBackbone(perturb_parameters(Transformer(dim=2, width=16, depth=1, heads=2, causal=False, cond_dim=3)))
+    model = DiffusionForcing(bb, window=6)
+    cond = torch.randn(1, 2 + 5, 3)
+    model.sample(torch.randn(1, 2, 2), 5, steps=1, chunk_size=2, history_len=2, cond=cond, seed=0)
+    for call in bb.calls:  # every window is padded to 6 tokens; the padding's condition is zero
+        assert call["x"].shape[1] == 6 and call["cond"].shape[1] == 6
+    last = bb.calls[-1]["cond"]  # window: history 4..5, new token 6, padding 3 tokens
+    assert torch.equal(last[:, :3], cond[:, 4:7]) and torch.equal(last[:, 3:], torch.zeros(1, 3, 3))

@@ -222,3 +222,26 @@ def test_unknown_solver_and_eta_are_refused():
         SamplingConfig(solver="euler").check()
     with pytest.raises(ValueError, match="eta"):
         SamplingConfig(solver="dpm++2m", eta=1.0).check()
+
+
+def test_clip_x0_steps_with_the_clipped_prediction_and_a_consistent_noise():
+    sched = get_schedule("cosine")
+    x = torch.randn(2, 3, 2)
+    big = lambda x, t, cond=None: (torch.full_like(x, 5.0), torch.zeros_like(x))  # noqa: E731
+    levels = torch.tensor([[0.6] * 3, [0.3] * 3])
+    out = sample_window(big, x, levels, schedule=sched, clip_x0=1.0)
+    (a_t, s_t), (a_s, s_s) = sched.alpha_sigma(torch.tensor(0.6)), sched.alpha_sigma(torch.tensor(0.3))
+    eps = (x - a_t * 1.0) / s_t  # the noise that x_t implies for x0 = 1
+    torch.testing.assert_close(out, a_s * 1.0 + s_s * eps, atol=1e-5, rtol=1e-5)
+
+
+def test_row_loop_yields_each_row_once_and_checks_the_level_batch():
+    from dforce.sampling import iter_sample_window
+
+    sched, x = get_schedule("cosine"), torch.randn(2, 3, 2)
+    den = gaussian_denoiser(sched)
+    levels = level_grid(4)[scheduling_matrix("pyramid", 3, 4)]
+    assert [r for r, _ in iter_sample_window(den, x, levels, schedule=sched)] == list(range(levels.shape[0] - 1))
+    for bad in (levels[None].expand(1, -1, -1), levels[None].expand(3, -1, -1)):
+        with pytest.raises(ValueError, match="do not match a window of 2 x 3 tokens"):
+            sample_window(den, x, bad, schedule=sched)

@@ -120,3 +120,7 @@ def test_window_levels_place_the_matrix_and_pad_with_pure_noise():
     assert torch.all(lv[:, [0, 4, 5]] == 1.0)
     with pytest.raises(ValueError, match="do not fit a window"):
         S.window_levels(m, grid, window=3, start=1)
+
+
+def test_chunked_closed_form():
+    assert torch.equal(S.chunked(5, 3, 2), S.from_offsets(torch.tensor([0, 0, 3, 3, 6]), 3))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dforce.diffusion import get_schedule
-from dforce.diffusion.weighting import fused_logsnr, loss_weight
+from dforce.diffusion.weighting import fused_logsnr, loss_weight, sigmoid_weight
 
 COS = get_schedule("cosine")
 
@@ -74,5 +74,6 @@ def test_weighting_names_read_from_a_config_file_work(kind):
 def test_sigmoid_weighting_closed_form_and_fused_snr_shape_check():
     sched, lam = get_schedule("cosine"), torch.linspace(-6, 6, 12).reshape(3, 4)
     assert torch.allclose(loss_weight("sigmoid", lam, "eps", sched), torch.sigmoid(-1.0 - lam))  # DFoT's bias -1
+    assert torch.equal(sigmoid_weight(lam), torch.sigmoid(-1.0 - lam))
     with pytest.raises(ValueError, match=r"shape \[B, T\]"):
         fused_logsnr(torch.zeros(4))
