@@ -129,6 +129,21 @@ def test_noise_clip_must_be_positive():
             DiffusionForcing(Transformer(dim=3, width=16, depth=1, heads=2), window=8, noise_clip=bad)
 
 
+def test_loss_closed_form_for_a_constant_prediction():
+    class Const(torch.nn.Module):
+        causal, token_shape = True, (2,)
+
+        def forward(self, x, t, cond=None):
+            return torch.full_like(x, 0.5)
+
+    x = torch.randn(3, 4, 2)
+    model = DiffusionForcing(Const(), window=4, parametrization="x0", weighting="uniform")
+    per_token = model.loss(x, noise_levels=torch.full((3, 4), 0.5), reduction="none")
+    a, s = model.noise_schedule.alpha_sigma(torch.tensor(0.5))
+    # uniform weighting on the eps-MSE is the x0-MSE times (alpha / sigma)^2
+    torch.testing.assert_close(per_token, (0.5 - x).pow(2).mean(-1) * (a / s) ** 2, rtol=1e-5, atol=1e-6)
+
+
 def test_masked_frames_inside_a_token_do_not_enter_the_loss():
     class Fixed(torch.nn.Module):  # predicts `out`; token_shape of 2 stacked 1-channel frames
         causal, token_shape = True, (2,)

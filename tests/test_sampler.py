@@ -245,3 +245,11 @@ def test_row_loop_yields_each_row_once_and_checks_the_level_batch():
     for bad in (levels[None].expand(1, -1, -1), levels[None].expand(3, -1, -1)):
         with pytest.raises(ValueError, match="do not match a window of 2 x 3 tokens"):
             sample_window(den, x, bad, schedule=sched)
+
+
+def test_deterministic_steps_draw_no_noise():
+    sched, x = get_schedule("cosine"), torch.randn(2, 3, 2)
+    g = torch.Generator().manual_seed(5)
+    sample_window(gaussian_denoiser(sched), x, level_grid(4)[scheduling_matrix("pyramid", 3, 4)], schedule=sched, eta=0.0,
+                  history="relabel", generator=g)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(5)))
