@@ -1,5 +1,4 @@
 import gzip
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -20,12 +19,12 @@ from dforce.timeseries.data import (
 )
 
 
-def _exchange_rate_or_skip():
-    """Tests that need the exchange-rate file (not in the repository) skip, saying how to get it."""
-    try:
-        return find_exchange_rate()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
+def _published_layout(folder):
+    """A file laid out as the published exchange_rate.txt.gz: 7588 rows of 8 comma-separated rates."""
+    values = np.round(np.random.default_rng(0).uniform(0.5, 2.0, (7588, 8)), 6)
+    path = folder / "exchange_rate.txt.gz"
+    path.write_bytes(gzip.compress("\n".join(",".join(f"{v:.6f}" for v in row) for row in values).encode()))
+    return path, values
 
 
 def test_missing_exchange_rate_error_names_file_variable_and_source(tmp_path, monkeypatch):
@@ -36,10 +35,11 @@ def test_missing_exchange_rate_error_names_file_variable_and_source(tmp_path, mo
     assert "exchange_rate.txt.gz" in msg and "DFORCE_EXCHANGE_RATE" in msg and "laiguokun/multivariate-time-series-data" in msg
 
 
-def test_exchange_rate_protocol():
-    _exchange_rate_or_skip()
-    f = load_exchange_rate()
+def test_exchange_rate_protocol(tmp_path):
+    path, values = _published_layout(tmp_path)
+    f = load_exchange_rate(path, verify=False)
     assert f.values.shape == (7588, 8) and f.freq == "B"
+    np.testing.assert_array_equal(f.values, values)
     assert str(f.index[0].date()) == "1990-01-01"
     wins = rolling_windows(f, EXCHANGE_RATE)
     assert [len(h) for h, _ in wins] == [6071, 6101, 6131, 6161, 6191]
@@ -49,11 +49,12 @@ def test_exchange_rate_protocol():
 
 
 def test_exchange_rate_user_path_env_and_errors(tmp_path, monkeypatch):
-    src = _exchange_rate_or_skip()
-    shutil.copy(src, tmp_path / "exchange_rate.txt.gz")
-    assert load_exchange_rate(tmp_path).values.shape == (7588, 8)  # a folder
-    monkeypatch.setenv("DFORCE_EXCHANGE_RATE", str(tmp_path / "exchange_rate.txt.gz"))
-    assert load_exchange_rate().values.shape == (7588, 8)
+    path, _ = _published_layout(tmp_path)
+    assert load_exchange_rate(tmp_path, verify=False).values.shape == (7588, 8)  # a folder
+    with pytest.raises(ValueError, match="sha256"):  # not the published bytes
+        load_exchange_rate(tmp_path)
+    monkeypatch.setenv("DFORCE_EXCHANGE_RATE", str(path))
+    assert load_exchange_rate(verify=False).values.shape == (7588, 8)
     monkeypatch.setenv("DFORCE_EXCHANGE_RATE", str(tmp_path / "nowhere.gz"))
     with pytest.raises(FileNotFoundError, match="DFORCE_EXCHANGE_RATE"):
         load_exchange_rate()
@@ -62,6 +63,16 @@ def test_exchange_rate_user_path_env_and_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="sha256"):
         load_exchange_rate(bad)
     assert load_exchange_rate(bad, verify=False).values.shape == (3, 8)
+
+
+def test_the_published_exchange_rate_file_passes_its_checksum():
+    """The one check that needs the real file (not in the repository): skips, saying how to get it."""
+    try:
+        find_exchange_rate()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    f = load_exchange_rate()  # verifies the sha256 of the published file
+    assert f.values.shape == (7588, 8) and np.isfinite(f.values).all() and (f.values > 0).all()
 
 
 def test_wide_frame_with_gaps_becomes_nan_not_imputed(tmp_path):
