@@ -172,7 +172,7 @@ def main() -> None:
             sys.exit("error: --merge needs results written by this version of the script; run without --merge")
         kept = old["per_module"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    run = {"git_sha": provenance()["git_sha"], "command": provenance()["command"], "sample": args.sample, "seed": args.seed}
+    run = {**provenance(), "sample": args.sample, "seed": args.seed}
     per_module = dict(kept)
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
