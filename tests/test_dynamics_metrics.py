@@ -45,3 +45,15 @@ def test_spectrum_distance_zero_for_same_law_and_grows_with_smoothing():
     assert spectrum_distance(a, b) < 0.05
     smoothed = (b + np.roll(b, 1, -1)) / 2  # damps high wavenumbers
     assert spectrum_distance(smoothed, a) > 0.3
+
+
+def test_spectrum_distance_floors_modes_without_energy_at_a_fraction_of_the_reference_power():
+    # a reference with power only in wavenumber 1 and a copy with 1e-9 relative noise everywhere:
+    # the floor (1e-6 of the reference's power) hides the noise; without it the empty modes dominate
+    n = np.arange(64)
+    ref = np.stack([np.sin(2 * np.pi * (n + s) / 64) for s in range(16)])
+    noisy = ref + 1e-9 * np.random.default_rng(0).normal(size=ref.shape)
+    assert spectrum_distance(noisy, ref) < 1e-3
+    assert spectrum_distance(noisy, ref, floor=1e-30) > 5
+    # noise at 1e-2 of the amplitude (6e-6 of the power in each empty mode) sits above the floor and counts
+    assert spectrum_distance(ref + 1e-2 * np.random.default_rng(1).normal(size=ref.shape), ref) > 0.5
