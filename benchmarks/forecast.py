@@ -21,7 +21,8 @@ Methods: ``diffusion_forecasting`` etc. are :class:`dforce.timeseries.Forecaster
 ``training_noise`` = independent / teacher_forcing / full_sequence, the same backbone, budget,
 validation selection and spread calibration; baselines ``random_walk``, ``repeat_last``,
 ``seasonal_naive`` and ``linear`` (DLinear, trained on the same split, early-stopped on val MSE).
-CRPS is cross-checked against ``scoringrules`` on the same samples.
+CRPS is cross-checked against ``scoringrules`` on the same samples, and CRPS-sum against GluonTS's
+``MultivariateEvaluator`` (``cross_check.crps_sum_gluonts``) when gluonts is installed.
 Writes ``benchmarks/results/forecast.json`` and ``forecast.md`` (after every data set).
 """
 
@@ -95,7 +96,7 @@ def cross_check(y: np.ndarray, samples: np.ndarray, ours: dict) -> dict:
     try:
         import scoringrules as sr
     except ImportError:
-        return {"available": False}
+        return {"available": False, **gluonts_check(y, samples, ours)}
     ok = ~np.isnan(y)
     ref = np.asarray(sr.crps_ensemble(np.nan_to_num(y), np.moveaxis(samples, 0, -1), estimator="nrg"))
     crps_sr = float(ref[ok].mean())
@@ -104,7 +105,34 @@ def cross_check(y: np.ndarray, samples: np.ndarray, ours: dict) -> dict:
     if ok.all():  # CRPS-sum as the exact CRPS of the summed series / sum |y| (the quantile-loss version approximates it)
         ys, ss = y.sum(-1), samples.sum(-1)
         out["crps_sum_exact"] = float(np.asarray(sr.crps_ensemble(ys, np.moveaxis(ss, 0, -1), estimator="nrg")).sum() / np.abs(ys).sum())
+    out.update(gluonts_check(y, samples, ours))
     return out
+
+
+def gluonts_check(y: np.ndarray, samples: np.ndarray, ours: dict) -> dict:
+    """CRPS-sum of the same samples by GluonTS's ``MultivariateEvaluator`` (``m_sum_mean_wQuantileLoss``),
+    when gluonts is installed (``pip install "dforce[gluonts]"``) and there are several complete series.
+
+    The two differ only in the sample-quantile estimator (GluonTS: the order statistic
+    ``round((S - 1) q)``; dforce: linear interpolation); ``crps_sum_gluonts_agrees`` checks the gap
+    against the bound of that difference (:func:`dforce.timeseries.gluonts.crps_sum_gap_bound`).
+    """
+    if "crps_sum" not in ours or y.shape[-1] < 2 or np.isnan(y).any():
+        return {}
+    try:
+        import warnings
+
+        import gluonts
+
+        from dforce.timeseries.gluonts import crps_sum_gap_bound, gluonts_crps_sum
+    except ImportError:
+        return {"gluonts": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gluonts' pandas FutureWarnings
+        theirs = gluonts_crps_sum(y, samples)
+    bound = crps_sum_gap_bound(y, samples)
+    return {"gluonts": f"gluonts {gluonts.__version__}", "crps_sum_gluonts": theirs, "crps_sum_gluonts_gap_bound": bound,
+            "crps_sum_gluonts_agrees": bool(abs(theirs - ours["crps_sum"]) <= bound + 1e-9 * abs(theirs))}
 
 
 def fit_method(method: str, spec: dict, train, val, seed: int, horizons):
