@@ -3,6 +3,8 @@
     python benchmarks/reference_workload.py --reference DIR     # ~15 min on the 2-core dev machine
     python benchmarks/reference_workload.py --quick             # smoke run, no results written
     python benchmarks/reference_workload.py --device cuda --reference DIR   # the same table on a GPU
+    python benchmarks/reference_workload.py --threads 1 --batches 1 16 --models equal --caches window rolling \
+        --no-training --out speed_decode       # a few rows, eager and compiled (~10 min)
 
 The workload (issue 15): 20-float tokens; 12 layers, width 128, 4 heads, FFN 512; x0 objective,
 linear betas over 1000 steps; 50 DDIM steps, eta 0; window 64; one context token; autoregressive
@@ -22,7 +24,10 @@ its code is part of dforce.
 
 Long rows are partly extrapolated: a rollout of 64 tokens (plus a few with a full window) is
 timed, and the remaining ``L - 64`` tokens are charged at the measured full-window cost per
-token; each row says which (``measured_tokens``). Writes ``benchmarks/results/speed.{json,md}``
+token; each row says which (``measured_tokens``). Cached paths of the equal model also run with
+``compile=True`` (``compiled: true`` rows): the compile happens in the warm-up run, whose wall time
+is reported as ``warmup_s`` and excluded from tokens/s. Without ``--reference`` the reference's
+tokens/s are quoted from ``results/speed.json`` (``reference_source``), and there is no CPU-time ratio. Writes ``benchmarks/results/speed.{json,md}``
 (``speed_cuda`` on a GPU): ``reference_workload``, ``training``, and ``equal_quality`` quoted from
 ``results/solvers.json`` (``benchmarks/solvers.py``) with that file's own ``git_sha`` / ``command``.
 """
@@ -122,11 +127,12 @@ def reference_rollout(diffusion, batch: int, horizon: int, scheduling: str, chun
 
 
 def dforce_rollout(model: DiffusionForcing, batch: int, horizon: int, scheduling: str, chunk: int, device: str,
-                   cache: str, precision: str) -> Iterator[int]:
+                   cache: str, precision: str, compile: bool = False) -> Iterator[int]:
     """dforce's rollout through ``model.stream``; yields the tokens finished so far, per chunk."""
     context = torch.randn(batch, 1, DIM, device=device)
     stream = model.stream(context, horizon, scheduling=scheduling, steps=STEPS, chunk_size=chunk, history_len=WINDOW - chunk,
-                          stabilization_level=STABILIZATION / STEPS, cache=cache, precision=precision, seed=0)
+                          stabilization_level=STABILIZATION / STEPS, cache=cache, precision=precision, seed=0,
+                          **({"compile": True} if compile else {}))
     for i, _ in enumerate(stream, 1):
         if i % chunk == 0 or i == horizon:
             yield i
@@ -137,14 +143,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(run: Callable[[int], Iterator[int]], horizon: int, chunk: int, device: str) -> dict[int, tuple[float, float]]:
+def timed(run: Callable[[int], Iterator[int]], horizon: int, chunk: int, device: str) -> dict:
     """Wall and process-CPU seconds at each yield of ``run(horizon)`` (tokens finished -> (wall, cpu)),
-    after a one-chunk warm-up run."""
+    after a one-chunk warm-up run (its wall seconds under the key ``"warmup_s"``: the compile time)."""
     out = {}
     with torch.inference_mode():
+        w0 = time.perf_counter()
         for _ in run(chunk):
             pass
         sync(device)
+        out["warmup_s"] = time.perf_counter() - w0
         w0, c0 = time.perf_counter(), time.process_time()
         for n in run(horizon):
             sync(device)
@@ -155,6 +163,7 @@ def timed(run: Callable[[int], Iterator[int]], horizon: int, chunk: int, device:
 def at_length(times: dict[int, tuple[float, float]], length: int, chunk: int) -> tuple[float, float, int]:
     """(wall, cpu, measured tokens) for ``length`` tokens: measured, or the first 64 plus the rest
     at the cost per token of the last measured chunks (whose windows are full)."""
+    times = {k: v for k, v in times.items() if k != "warmup_s"}
     if length in times:
         return (*times[length], length)
     last = max(times)
@@ -235,11 +244,14 @@ def bench_training(args, repo: Optional[Path]) -> dict:
 
 
 # ---------------------------------------------------------------------------------- workloads
-def workloads(quick: bool) -> list[dict]:
-    """Each: one timed rollout per path, reported at ``lengths``."""
+def workloads(quick: bool, batches: Optional[list[int]] = None) -> list[dict]:
+    """Each: one timed rollout per path, reported at ``lengths``; ``batches``: only the autoregressive
+    rows of these batch sizes."""
     if quick:
         return [dict(scheduling="autoregressive", chunk=1, batch=2, horizon=4, lengths=[4], caches=["none", "window", "rolling"])]
     ar = dict(scheduling="autoregressive", chunk=1, horizon=WINDOW + 8, lengths=[64, 256], caches=["none", "window", "rolling"])
+    if batches:
+        return [{**ar, "batch": b} for b in batches]
     return [
         {**ar, "batch": 1},
         {**ar, "batch": 16},
@@ -248,32 +260,54 @@ def workloads(quick: bool) -> list[dict]:
     ]
 
 
+def quoted_reference() -> tuple[dict, Optional[str]]:
+    """The reference's tokens/s per (L, B, scheduling, chunk) from ``results/speed.json`` (a side-by-side run)."""
+    path = RESULTS / "speed.json"
+    if not path.exists():
+        return {}, None
+    res = json.loads(path.read_text())
+    rows = res.get("reference_workload", {}).get("rows", [])
+    table = {(r["L"], r["B"], r["scheduling"], r["chunk"]): r["reference_tokens_per_s"] for r in rows if r.get("reference_tokens_per_s")}
+    return table, f"quoted from benchmarks/results/speed.json (git_sha {res.get('git_sha', '?')[:7]}, {res.get('machine', {}).get('date')})"
+
+
 def bench_rollouts(args, repo: Optional[Path]) -> list[dict]:
     rows = []
-    models = {kind: dforce_model(kind, args.device) for kind in ("equal", "default")}
+    models = {kind: dforce_model(kind, args.device) for kind in args.models}
     ref = reference_model(repo, args.device) if repo else None
-    for w in workloads(args.quick):
+    quoted, source = ({}, None) if repo else quoted_reference()
+    for w in workloads(args.quick, args.batches):
         sch, chunk, b, h = w["scheduling"], w["chunk"], w["batch"], w["horizon"]
         print(f"== {sch} chunk {chunk} B={b}", flush=True)
         ref_times = timed(lambda n: reference_rollout(ref, b, n, sch, chunk, args.device), h, chunk, args.device) if ref else None
-        paths = [(kind, cache, "fp32") for kind in models for cache in w["caches"]]
+        caches = [c for c in w["caches"] if not args.caches or c in args.caches]
+        paths = [(kind, cache, "fp32", False) for kind in models for cache in caches]
         if args.short:
-            paths = [p for p in paths if p[0] == "equal" or p[1] == w["caches"][-1]]
-        elif b > 1 and sch == "autoregressive":
-            paths += [(kind, cache, "bf16") for kind in models for cache in ("window", "rolling")]
-        for kind, cache, precision in paths:
-            times = timed(lambda n: dforce_rollout(models[kind], b, n, sch, chunk, args.device, cache, precision), h, chunk, args.device)
+            paths = [p for p in paths if p[0] == "equal" or p[1] == caches[-1]]
+        elif b > 1 and sch == "autoregressive" and not args.caches:
+            paths += [(kind, cache, "bf16", False) for kind in models for cache in ("window", "rolling")]
+        if args.compiled and chunk == 1:  # the compiled one-token decode step (compile=True)
+            paths += [(kind, cache, "fp32", True) for kind in models if kind == "equal" for cache in caches if cache != "none"]
+        for kind, cache, precision, compiled in paths:
+            times = timed(lambda n: dforce_rollout(models[kind], b, n, sch, chunk, args.device, cache, precision, compiled), h, chunk,
+                          args.device)
             for length in w["lengths"]:
                 wall, cpu, measured = at_length(times, length, chunk)
                 row = {"L": length, "B": b, "scheduling": sch, "chunk": chunk, "model": kind, "cache": cache, "precision": precision,
-                       "compiled": False, "tokens_per_s": length * b / wall, "measured_tokens": measured,
+                       "compiled": compiled, "tokens_per_s": length * b / wall, "measured_tokens": measured,
+                       "cpu_ms_per_token": 1000 * cpu / (length * b), "warmup_s": times["warmup_s"],
                        "reference_tokens_per_s": None, "ratio": None, "cpu_time_ratio": None}
                 if ref_times:
                     rwall, rcpu, _ = at_length(ref_times, length, chunk)
                     row.update(reference_tokens_per_s=length * b / rwall, ratio=rwall / wall, cpu_time_ratio=rcpu / cpu)
+                elif (length, b, sch, chunk) in quoted:
+                    ref_tps = quoted[(length, b, sch, chunk)]
+                    row.update(reference_tokens_per_s=ref_tps, ratio=row["tokens_per_s"] / ref_tps, reference_source=source)
                 rows.append(row)
                 ratio = f"{row['ratio']:.2f}x ref" if row["ratio"] else ""
-                print(f"  L={length:4d} {kind:7s} {cache:7s} {precision}: {row['tokens_per_s']:8.2f} tok/s {ratio}", flush=True)
+                tag = "compiled" if compiled else "eager"
+                print(f"  L={length:4d} {kind:7s} {cache:7s} {precision} {tag:8s}: {row['tokens_per_s']:8.2f} tok/s {ratio} "
+                      f"(warm-up {times['warmup_s']:.1f} s)", flush=True)
     return rows
 
 
@@ -290,15 +324,19 @@ def markdown(res: dict) -> str:
         "layout, 2.41 M parameters), `default` = dforce's adaLN-Zero `Transformer` (3.65 M). `measured` = tokens actually "
         "generated; longer rows add the rest at the measured full-window cost per token.",
         "",
-        "| scheduling | L | B | model | cache | precision | tokens/s | reference tokens/s | ratio | CPU-time ratio | measured |",
-        "|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|",
+        "| scheduling | L | B | model | cache | precision | compiled | tokens/s | reference tokens/s | ratio | CPU-time ratio | measured | warm-up s |",
+        "|---|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in res["reference_workload"]["rows"]:
         lines.append(f"| {r['scheduling']} (chunk {r['chunk']}) | {r['L']} | {r['B']} | {r['model']} | {r['cache']} | {r['precision']} | "
-                     f"{r['tokens_per_s']:.2f} | {fmt(r['reference_tokens_per_s'], '.2f')} | {fmt(r['ratio'], '.2f')} | "
-                     f"{fmt(r['cpu_time_ratio'], '.2f')} | {r['measured_tokens']} |")
-    t = res["training"]
+                     f"{'yes' if r.get('compiled') else 'no'} | {r['tokens_per_s']:.2f} | {fmt(r['reference_tokens_per_s'], '.2f')} | "
+                     f"{fmt(r['ratio'], '.2f')} | {fmt(r['cpu_time_ratio'], '.2f')} | {r['measured_tokens']} | {fmt(r.get('warmup_s'), '.1f')} |")
+    sources = {r["reference_source"] for r in res["reference_workload"]["rows"] if r.get("reference_source")}
+    lines += [f"\nReference tokens/s {s}." for s in sorted(sources)]
+    t = res.get("training")
+    if not t:
+        return "\n".join(lines)
     lines += ["", f"## Training (B {t['batch']} x T {t['seq']}, AdamW, {t['steps_timed']} timed steps after 2 warm-up)", "",
               "| model | precision | params | steps/s | / reference | MFU |", "|---|---|---:|---:|---:|---:|"]
     for r in t["rows"]:
@@ -315,6 +353,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the issue's workload: 2)")
     ap.add_argument("--quick", action="store_true", help="seconds; writes nothing")
+    ap.add_argument("--batches", type=int, nargs="+", default=None, help="only the autoregressive rows of these batch sizes")
+    ap.add_argument("--models", nargs="+", default=["equal", "default"], choices=["equal", "default"])
+    ap.add_argument("--caches", nargs="+", default=None, choices=["none", "window", "rolling"], help="only these caches")
+    ap.add_argument("--no-compiled", dest="compiled", action="store_false", help="skip the compile=True rows")
+    ap.add_argument("--no-training", dest="training", action="store_false", help="skip the training table")
+    ap.add_argument("--out", default=None, help="results name (default speed, or speed_cuda on a GPU)")
     ap.add_argument("--short", action="store_true", help="fewer rows (a lent GPU's time budget): the default model only with "
                     "its best cache, no bf16 rollouts")
     args = ap.parse_args()
@@ -325,7 +369,7 @@ def main() -> None:
         raise SystemExit(f"error: {repo} is not a checkout of buoyancy99/diffusion-forcing (no algorithms/diffusion_forcing/models)")
     t0 = time.time()
     rows = bench_rollouts(args, repo)
-    training = bench_training(args, repo)
+    training = bench_training(args, repo) if args.training else None
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
     res = {"device": device, "machine": machine(), "reference_commit": reference_commit(repo) if repo else None,
            "reference_workload": {"rows": rows}, "training": training, "wall_s": time.time() - t0}
@@ -337,7 +381,7 @@ def main() -> None:
         quoted = json.loads(solvers.read_text())
         res["equal_quality"] = quoted.get("equal_quality", quoted.get("rows", []))
         res["equal_quality_source"] = {k: quoted.get(k) for k in ("git_sha", "command")}
-    write_results("speed" if args.device == "cpu" else "speed_cuda", {**res, **start}, markdown(res))
+    write_results(args.out or ("speed" if args.device == "cpu" else "speed_cuda"), {**res, **start}, markdown(res))
     print(markdown(res))
 
 

@@ -106,11 +106,11 @@ class DiffusionForcing(nn.Module):
         """Tokens ``x`` [B, T, *token_shape] at levels ``t`` [B, T] -> ``(x0_hat, eps_hat)`` (fp32)."""
         return self.prediction(self.backbone(x, t, cond), x, t)
 
-    def denoiser(self, precision: str = "fp32", cache: str = "none") -> Denoiser:
-        """:meth:`denoise` for the sampler, under ``precision`` and backed by ``cache`` (``dforce.sampling.cached``)."""
-        check_cacheable(self, cache)
+    def denoiser(self, precision: str = "fp32", cache: str = "none", compile: bool = False) -> Denoiser:
+        """:meth:`denoise` for the sampler, under ``precision``, backed by ``cache`` and its decode step compiled (``dforce.sampling.cached``)."""
+        check_cacheable(self, cache, compile)
         if cache != "none":
-            return CachedDenoiser(self, precision, cache)
+            return CachedDenoiser(self, precision, cache, compile)
         device = next(self.parameters()).device
         autocast(device, precision)  # validates precision
 
@@ -204,8 +204,8 @@ class DiffusionForcing(nn.Module):
             cond: [B, C + horizon, ...] external conditions for every frame.
             guidance: a guidance hook (``dforce.guidance``).
             config: a :class:`SamplingConfig`; keywords named after its fields override it.
-            seed / generator, progress; precision: ``fp32`` or ``bf16``; cache: ``none``,
-                ``window`` (exact) or ``rolling`` (``dforce.sampling.cached``).
+            seed / generator, progress; precision: ``fp32`` or ``bf16``; cache: ``none``, ``window`` (exact)
+                or ``rolling``; compile: ``torch.compile`` the cached one-token step (``dforce.sampling.cached``).
         """
         return torch.stack(list(self.stream(context, horizon, **kwargs)), 1)
 
@@ -221,7 +221,7 @@ class DiffusionForcing(nn.Module):
         self, context: Optional[Tensor], horizon: int, *, context_mask: Optional[Tensor] = None, batch_size: Optional[int] = None,
         cond: Optional[Tensor] = None, guidance: Optional[Guidance] = None, config: Optional[SamplingConfig] = None,
         seed: Optional[int] = None, generator: Optional[torch.Generator] = None, precision: str = "fp32", cache: str = "none",
-        progress: bool = False, **overrides: Any,
+        progress: bool = False, compile: bool = False, **overrides: Any,
     ) -> tuple[Denoiser, dict]:
         """The one input check of :meth:`sample` and :meth:`stream`: the denoiser and the validated
         arguments of :func:`dforce.sampling.iter_rollout`."""
@@ -261,7 +261,7 @@ class DiffusionForcing(nn.Module):
             raise ValueError("cache='rolling' encodes each history token once and takes no guidance; use cache='window'")
         if generator is None and seed is not None:
             generator = torch.Generator(device).manual_seed(seed)
-        return self.denoiser(precision, cache), dict(
+        return self.denoiser(precision, cache, compile), dict(
             token_shape=self.token_shape, horizon=horizon // k, window=self.window, schedule=self.noise_schedule,
             config=config, context=context, context_mask=context_mask, batch_size=batch_size, cond=cond,
             guidance=guidance, causal=self.causal, generator=generator, device=device, progress=progress,

@@ -16,7 +16,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from dforce.backbones.transformer import Attention, KVCache, check_sizes, timestep_embedding
+import torch.nn.functional as F
+
+from dforce.backbones.transformer import (
+    Attention, DecodeStep, KVCache, check_sizes, decode_attention, lean_decode, linear, run_decode, timestep_embedding,
+)
 
 
 class PostNormBlock(nn.Module):
@@ -48,6 +52,7 @@ class ConcatTransformer(nn.Module):
     """
 
     registry_name = "concat_transformer"
+    compiled_decode = True  # new_cache(compile=True): one-token forward_cached calls run a torch.compile-d step
 
     def __init__(
         self,
@@ -92,9 +97,24 @@ class ConcatTransformer(nn.Module):
             h = block(h, positions, self.causal)
         return self.out(h)
 
-    def new_cache(self, max_len: Optional[int] = None) -> KVCache:
-        """An empty :class:`KVCache` for :meth:`forward_cached` (``max_len``: rolling bound)."""
-        return KVCache(len(self.blocks), max_len)
+    def new_cache(self, max_len: Optional[int] = None, compile: bool = False) -> KVCache:
+        """An empty :class:`KVCache` for :meth:`forward_cached` (``max_len``: rolling bound;
+        ``compile``: one-token calls run a ``torch.compile``-d decode step)."""
+        return KVCache(len(self.blocks), max_len, compile=compile)
+
+    def _decode(self, x: Tensor, t: Tensor, cond: Optional[Tensor], step: DecodeStep) -> Tensor:
+        """One new token per batch row (``x`` [B, 1, dim]): the lean decode step, pure tensor code."""
+        parts = [x[:, 0], timestep_embedding(t[:, 0], self.level_dim).to(x.dtype)]
+        if self.cond_dim:
+            parts.append(x.new_zeros(x.shape[0], self.cond_dim) if cond is None else cond[:, 0].to(x.dtype))
+        e1, e2 = self.embed[0], self.embed[2]
+        h = linear(torch.relu(linear(torch.cat(parts, -1), e1.weight, e1.bias)), e2.weight, e2.bias)
+        for i, blk in enumerate(self.blocks):
+            n1, n2, f1, f2 = blk.norm1, blk.norm2, blk.ffn[0], blk.ffn[3]
+            h = F.layer_norm(h + decode_attention(blk.attn, h, step, i), n1.normalized_shape, n1.weight, n1.bias, n1.eps)
+            y = F.dropout(torch.relu(linear(h, f1.weight, f1.bias)), blk.ffn[2].p, self.training)
+            h = F.layer_norm(h + linear(y, f2.weight, f2.bias), n2.normalized_shape, n2.weight, n2.bias, n2.eps)
+        return linear(h, self.out.weight, self.out.bias)[:, None]
 
     def forward_cached(
         self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None, *, cache: KVCache, commit: bool = False
@@ -104,6 +124,12 @@ class ConcatTransformer(nn.Module):
             raise ValueError("forward_cached needs a causal backbone (causal=True): a bidirectional one re-reads the whole window")
         if cache.length and cache.batch_size != x.shape[0]:
             raise ValueError(f"the cache holds a batch of {cache.batch_size} but x has {x.shape[0]}; use one cache per batch")
+        if x.shape[1] == 1 and lean_decode(self, x, t, cond, cache):
+            a = self.blocks[0].attn
+            out = run_decode(type(self)._decode, cache, self, x, t, cond, cache.decode_step(x.shape[0], a.heads, a.qkv.in_features // a.heads, x.dtype, x.device))
+            if commit:
+                cache.advance(1)
+            return out
         h = self._input(x, t, cond)
         for i, block in enumerate(self.blocks):
             h = block.forward_cached(h, cache, i, commit)

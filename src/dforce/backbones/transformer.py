@@ -19,7 +19,7 @@ still denoising (see ``dforce.sampling.cached``). ``forward`` itself never touch
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,85 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
+# ------------------------------------------------------------------------ the lean decode step
+# One new token after the cached ones is the hot loop of a cached rollout (``steps`` calls per
+# token). At batch 1 it is bound by per-operation overhead, so it has its own short path: no
+# nn.Module calls, matrix-vector products at batch 1, one rotary op for q and k together, keys
+# and values written in place into fixed-size buffers and attended with a mask (static shapes:
+# ``torch.compile`` with ``dynamic=False`` compiles it once per batch size and capacity).
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``F.linear`` for ``x`` [B, in]; a matrix-vector product when B = 1 (twice as fast on a CPU)."""
+    if x.shape[0] != 1 or bias is None:
+        return F.linear(x, weight, bias)
+    if torch.compiler.is_compiling():  # inductor turns addmv into a slow addmm; mv becomes a fused loop
+        return (torch.mv(weight, x[0]) + bias)[None]
+    return torch.addmv(bias, weight, x[0])[None]
+
+
+def rotate_pairs(x: Tensor, cos2: Tensor, sin2: Tensor) -> Tensor:
+    """:func:`apply_rotary` with tables ``cos2 = [c, c]``, ``sin2 = [-s, s]`` interleaved per pair [..., Dh]."""
+    return torch.addcmul(x * cos2, x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2), sin2)
+
+
+def decode_attention(attn: "Attention", y: Tensor, step: "DecodeStep", layer: int) -> Tensor:
+    """One new token ``y`` [B, D] through ``attn`` against the cached keys/values; writes its keys and
+    values into slot ``step.pos`` of the cache buffers (kept only if the caller commits). -> [B, D]."""
+    b, d = y.shape
+    qkv = linear(y, attn.qkv.weight, attn.qkv.bias).view(b, 3, attn.heads, 1, d // attn.heads)
+    step.raw[layer].index_copy_(2, step.pos, qkv[:, 1])
+    step.val[layer].index_copy_(2, step.pos, qkv[:, 2])
+    qk = rotate_pairs(qkv[:, :2], step.cos2, step.sin2)
+    step.rot[layer].index_copy_(2, step.pos, qk[:, 1])
+    out = F.scaled_dot_product_attention(qk[:, 0], step.rot[layer], step.val[layer], attn_mask=step.bias)
+    return linear(out.reshape(b, d), attn.proj.weight, attn.proj.bias)
+
+
+class DecodeStep(NamedTuple):
+    """The inputs of a lean decode step (see :meth:`KVCache.decode_step`): the new token's slot
+    ``pos`` [1], additive attention mask ``bias`` [1, capacity] (0 up to ``pos``, -inf after),
+    rotary tables [1, Dh] and the per-layer buffers [B, heads, capacity, Dh]."""
+
+    pos: Tensor
+    bias: Tensor
+    cos2: Tensor
+    sin2: Tensor
+    rot: list
+    raw: list
+    val: list
+
+
+def lean_decode(backbone: nn.Module, x: Tensor, t: Tensor, cond: Optional[Tensor], cache: "KVCache") -> bool:
+    """Whether a one-token ``forward_cached`` call may take the lean decode step: well-formed inputs
+    (otherwise the general path raises the error), flat tokens, no autocast (``compile=True`` needs fp32)."""
+    if torch.is_autocast_enabled(x.device.type):
+        if cache.compile:
+            raise ValueError("compile=True compiles the fp32 decode step; use precision='fp32' (bf16 does not pay at this size on a CPU)")
+        return False
+    ok_cond = cond is None or (backbone.cond_dim > 0 and cond.shape[:2] == x.shape[:2])
+    return x.dim() == 3 and x.shape[-1] == backbone.dim and t.shape == x.shape[:2] and ok_cond and cache.apply is apply_rotary
+
+
+_COMPILED: dict = {}
+
+
+def run_decode(fn: Callable, cache: "KVCache", *args: Any) -> Tensor:
+    """``fn(*args)``, through ``torch.compile(fn, dynamic=False)`` if the cache asks for it (compiled
+    once per process and function); a failing compiler raises one line that names the way out."""
+    if not cache.compile:
+        return fn(*args)
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=False)
+    # slices of a window have its strides (even in size-1 dims), which would recompile: copy to standard strides
+    args = tuple(a.clone(memory_format=torch.contiguous_format) if isinstance(a, Tensor) else a for a in args)
+    try:
+        return _COMPILED[fn](*args)
+    except Exception as e:  # noqa: BLE001 - the compiler's many failure types
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise RuntimeError(f"compile=True: torch.compile of the decode step failed ({type(e).__name__}: {msg}); use compile=False") from e
+
+
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -125,10 +204,11 @@ class KVCache:
     unbounded rollouts. Tokens enter the cache only through ``forward_cached(..., commit=True)``.
     """
 
-    def __init__(self, depth: int, max_len: Optional[int] = None, apply: Callable = apply_rotary) -> None:
+    def __init__(self, depth: int, max_len: Optional[int] = None, apply: Callable = apply_rotary, compile: bool = False) -> None:
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1 (or None for an unbounded cache), got {max_len}")
         self.depth, self.max_len, self.apply = depth, max_len, apply  # apply(x, cos, sin): the rotary pairing
+        self.compile = compile  # run the one-token decode step through torch.compile (static shapes)
         self.clear()
 
     def clear(self) -> None:
@@ -137,6 +217,7 @@ class KVCache:
         self._rot: list[Optional[Tensor]] = [None] * self.depth  # rotated keys
         self._val: list[Optional[Tensor]] = [None] * self.depth
         self._cs_key: Optional[tuple] = None
+        self._step_key: Optional[tuple] = None
 
     @property
     def length(self) -> int:
@@ -166,13 +247,13 @@ class KVCache:
         cap = 0 if buf is None else buf.shape[2]
         if size <= cap and buf.dtype == like.dtype:
             return
-        new_cap = max(size, 2 * cap, 16)
+        new_cap = max(size, 2 * cap, 64)  # few distinct capacities: few compiled decode steps
         if self.max_len is not None:
             new_cap = max(size, min(new_cap, self.max_len + (size - self._len[layer])))
         n = self._len[layer]
         for store in (self._raw, self._rot, self._val):
             old = store[layer]
-            store[layer] = like.new_empty(*like.shape[:2], new_cap, like.shape[3])
+            store[layer] = like.new_zeros(*like.shape[:2], new_cap, like.shape[3])  # finite: masked slots are read
             if n and old is not None:
                 store[layer][:, :, :n] = old[:, :, :n]
 
@@ -200,6 +281,35 @@ class KVCache:
         if commit:
             self.commit(layer, k)
         return out
+
+    def decode_step(self, batch: int, heads: int, dh: int, dtype: torch.dtype, device: torch.device) -> DecodeStep:
+        """Buffers with a spare slot for one new token after the cached ones, and that slot's mask
+        and rotary tables (memoised: the same for every step at the same position)."""
+        past = self.length
+        if any(n != past for n in self._len):
+            raise RuntimeError("the cache's layers hold different lengths; a forward_cached call was interrupted")
+        buf = self._val[0]
+        if buf is None or buf.shape[2] <= past or buf.dtype != dtype or buf.shape[:2] != (batch, heads):
+            if buf is not None and buf.shape[:2] != (batch, heads):
+                self.clear()
+            like = torch.empty(batch, heads, 1, dh, dtype=dtype, device=device)
+            for i in range(self.depth):
+                self._reserve(i, like, past + 1)
+        cap = self._val[0].shape[2]
+        key = (past, cap, dh, dtype, device)
+        if self._step_key != key:
+            cos, sin = rotary_cos_sin(torch.tensor([past], device=device), dh, dtype)
+            bias = torch.zeros(1, cap, dtype=dtype, device=device)
+            bias[:, past + 1 :] = float("-inf")
+            pos = torch.tensor([past], device=device)
+            self._step_key, self._step = key, (pos, bias, torch.stack([cos, cos], -1).flatten(-2), torch.stack([-sin, sin], -1).flatten(-2))
+        return DecodeStep(*self._step, self._rot, self._raw, self._val)
+
+    def advance(self, n: int = 1) -> None:
+        """Keep the ``n`` tokens a decode step wrote after the cached ones (the lean ``commit``)."""
+        self._len = [length + n for length in self._len]
+        if self.max_len is not None and self.length > self.max_len:
+            self.drop_front(self.length - self.max_len)
 
     def commit(self, layer: int, k: Tensor) -> None:
         """Keep the tokens last passed to :meth:`attend` (``k``: their keys before rotary)."""
@@ -265,6 +375,7 @@ class Transformer(nn.Module):
     """
 
     registry_name = "transformer"
+    compiled_decode = True  # new_cache(compile=True): one-token forward_cached calls run a torch.compile-d step
 
     def __init__(
         self,
@@ -308,9 +419,24 @@ class Transformer(nn.Module):
         shift, scale = self.final_ada(c).chunk(2, -1)
         return self.out(modulate(self.norm(h), shift, scale))
 
-    def new_cache(self, max_len: Optional[int] = None) -> KVCache:
-        """An empty :class:`KVCache` for :meth:`forward_cached` (``max_len``: rolling bound)."""
-        return KVCache(len(self.blocks), max_len)
+    def new_cache(self, max_len: Optional[int] = None, compile: bool = False) -> KVCache:
+        """An empty :class:`KVCache` for :meth:`forward_cached` (``max_len``: rolling bound;
+        ``compile``: one-token calls run a ``torch.compile``-d decode step)."""
+        return KVCache(len(self.blocks), max_len, compile=compile)
+
+    def _decode(self, x: Tensor, t: Tensor, cond: Optional[Tensor], step: DecodeStep) -> Tensor:
+        """One new token per batch row (``x`` [B, 1, dim]): the lean decode step, pure tensor code.
+        The noise-level embedding and its SiLU are computed once for all blocks."""
+        c = F.silu(self.noise_embed(t, cond)[:, 0])
+        h = linear(x[:, 0], self.embed.weight, self.embed.bias)
+        for i, blk in enumerate(self.blocks):
+            sh1, sc1, g1, sh2, sc2, g2 = linear(c, blk.ada[1].weight, blk.ada[1].bias).chunk(6, -1)
+            h = h + g1 * decode_attention(blk.attn, modulate(F.layer_norm(h, h.shape[-1:], eps=1e-6), sh1, sc1), step, i)
+            f1, f2 = blk.mlp[0], blk.mlp[3]
+            y = F.gelu(linear(modulate(F.layer_norm(h, h.shape[-1:], eps=1e-6), sh2, sc2), f1.weight, f1.bias), approximate="tanh")
+            h = h + g2 * linear(F.dropout(y, blk.mlp[2].p, self.training), f2.weight, f2.bias)
+        shift, scale = linear(c, self.final_ada[1].weight, self.final_ada[1].bias).chunk(2, -1)
+        return linear(modulate(F.layer_norm(h, h.shape[-1:], eps=1e-6), shift, scale), self.out.weight, self.out.bias)[:, None]
 
     def forward_cached(
         self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None, *, cache: KVCache, commit: bool = False
@@ -329,6 +455,12 @@ class Transformer(nn.Module):
             raise ValueError(f"noise levels must have shape [B, n] = {tuple(x.shape[:2])}, got {tuple(t.shape)}")
         if cache.length and cache.batch_size != x.shape[0]:
             raise ValueError(f"the cache holds a batch of {cache.batch_size} but x has {x.shape[0]}; use one cache per batch")
+        if x.shape[1] == 1 and lean_decode(self, x, t, cond, cache):
+            a = self.blocks[0].attn
+            out = run_decode(type(self)._decode, cache, self, x, t, cond, cache.decode_step(x.shape[0], a.heads, a.qkv.in_features // a.heads, x.dtype, x.device))
+            if commit:
+                cache.advance(1)
+            return out
         c = self.noise_embed(t, cond)
         h = self.embed(x)
         for i, block in enumerate(self.blocks):

@@ -33,10 +33,12 @@ from dforce.sampling.sampler import StepInfo, autocast
 CACHES = ("none", "window", "rolling")
 
 
-def check_cacheable(model: Any, mode: str) -> None:
-    """Raise a one-line error unless ``model`` can sample with ``cache=mode``."""
+def check_cacheable(model: Any, mode: str, compile: bool = False) -> None:
+    """Raise a one-line error unless ``model`` can sample with ``cache=mode`` (and ``compile``)."""
     if mode not in CACHES:
         raise ValueError(f"unknown cache {mode!r}; choose one of {list(CACHES)}")
+    if compile and (mode == "none" or not getattr(model.backbone, "compiled_decode", False)):
+        raise ValueError(f"compile=True compiles the cached one-token step of a Transformer or ConcatTransformer (cache='window' or 'rolling'); got cache={mode!r} and {type(model.backbone).__name__}: use compile=False")
     if mode == "none":
         return
     bb = model.backbone
@@ -56,12 +58,12 @@ class CachedDenoiser:
     """``denoise(x [B, W, ...], t [B, W], cond) -> (x0_hat, eps_hat)`` backed by a KV cache;
     ``evaluated_tokens`` counts the tokens run through the network (batch rows x tokens)."""
 
-    def __init__(self, model: Any, precision: str = "fp32", mode: str = "window") -> None:
-        check_cacheable(model, mode)
+    def __init__(self, model: Any, precision: str = "fp32", mode: str = "window", compile: bool = False) -> None:
+        check_cacheable(model, mode, compile)
         if mode == "none":
             raise ValueError("CachedDenoiser needs mode 'window' or 'rolling'")
         self.model, self.precision, self.mode = model, precision, mode
-        self.cache = model.backbone.new_cache()
+        self.cache = model.backbone.new_cache(compile=True) if compile else model.backbone.new_cache()
         self.inputs: Optional[tuple[Tensor, Tensor, Optional[Tensor]]] = None  # window mode: what the cache holds
         self.pred: Optional[Tensor] = None
         self.cache_start = 0  # rolling mode: rollout index of the first cached token
