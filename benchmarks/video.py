@@ -5,9 +5,13 @@ budget (optimizer steps x batch) on 8-frame clips of 1-2 bouncing scikit-learn d
 rolls each out 80 frames (10x the training length) from 4 ground-truth frames of held-out test
 clips, and compares Diffusion Forcing with and without vanilla and fractional history guidance.
 
-Writes ``benchmarks/results/video.json`` (per method: PSNR / SSIM / MSE per horizon bucket and the
-drift diagnostics per rollout segment), ``benchmarks/results/video.md`` and a GIF of a few
-rollouts next to the ground truth.
+Writes ``benchmarks/results/video.json``, ``benchmarks/results/video.md`` and a GIF of a few
+rollouts next to the ground truth. The JSON's ``methods`` holds one row per method (``df``,
+``df_no_stab``, ``df_hg_vanilla``, ``df_hg_fractional``, ``tf``, ``fs``, ``copy_last``, ``blank``,
+``ground_truth``) with ``psnr_1_8``, ``centroid_err_1_8``, ``identity_rel_73_80``, ``hist_tv_73_80``,
+``frechet_73_80`` (named after the first and last segments actually run) and ``per_segment``
+(every metric per segment, :func:`dforce.video.experiment.summarize`); ``results`` keeps the full
+score of each row (PSNR / SSIM / MSE per horizon bucket, drift, identity, centroid error, Fréchet).
 
     PYTHONPATH=src python benchmarks/video.py                 # ~25 min on a shared 2-core CPU
     PYTHONPATH=src python benchmarks/video.py --quick         # smoke run, ~1 min
@@ -21,7 +25,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
 import torch
@@ -29,9 +33,15 @@ import torch
 from dforce.sampling import SamplingConfig
 from dforce.video import metrics as M
 from dforce.video.data import SpriteConfig, fixed_split
-from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, train_video_model
+from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, summarize, train_video_model
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# display name of a row -> its key in the JSON's "methods" (the names of issue 12's contract)
+METHOD_KEYS = {
+    "ground truth": "ground_truth", "copy last context frame": "copy_last", "blank frames": "blank", "DF": "df",
+    "DF + vanilla HG": "df_hg_vanilla", "DF + fractional HG": "df_hg_fractional", "DF, no stabilization": "df_no_stab",
+    "teacher forcing": "tf", "full-sequence (replacement)": "fs",
+}
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -80,6 +90,8 @@ def main(argv=None) -> int:
     context, truth = test["x"][:, : a.context], test["x"][:, a.context :]
     counts = M.sprite_counts(truth)  # components per ground-truth frame (overlaps merge, as in the samples)
     reference = fixed_split(sprites, "val", 64, a.window, seed=a.seed)["x"]  # frames of the data distribution
+    # what the generator knows (identity and motion metrics); the sprite classifier trains once here (seconds)
+    known = dict(labels=test["labels"], centroids=test["centroids"][:, a.context :], sprites=sprites)
 
     models, train_time = {}, {}
     for method in ("df", "tf", "fs"):
@@ -106,10 +118,10 @@ def main(argv=None) -> int:
         "teacher forcing": ("tf", RolloutConfig("tf", **common)),
         "full-sequence (replacement)": ("fs", RolloutConfig("fs", **common)),
     }
-    results = {"ground truth": {**score(truth, truth, reference, a.window, counts), "sample_seconds": 0.0}}
+    results = {"ground truth": {**score(truth, truth, reference, a.window, counts, **known), "sample_seconds": 0.0}}
     # calibration rows: what a model that ignores the dynamics scores
     for name, pred in (("copy last context frame", context[:, -1:].expand_as(truth)), ("blank frames", -torch.ones_like(truth))):
-        results[name] = {**score(pred, truth, reference, a.window, counts), "sample_seconds": 0.0}
+        results[name] = {**score(pred, truth, reference, a.window, counts, **known), "sample_seconds": 0.0}
     samples = {}
     for name, (method, rc) in runs.items():
         t0 = time.time()
@@ -117,12 +129,13 @@ def main(argv=None) -> int:
             pred = generate(models[method], context, horizon, rc, seed=a.seed)
         dt = time.time() - t0
         samples[name] = pred
-        results[name] = {**score(pred, truth, reference, a.window, counts), "sample_seconds": dt,
-                         "config": {k: v for k, v in vars(rc).items() if k != "extra"}}
+        results[name] = {**score(pred, truth, reference, a.window, counts, **known), "sample_seconds": dt,
+                         "config": {k: v for k, v in asdict(rc).items() if k != "extra"}}
         last = results[name]["drift"][-1]
         print(f"{name:30s} {dt:6.1f}s  PSNR first/last {list(results[name]['psnr'].values())[0]:.2f}/"
               f"{list(results[name]['psnr'].values())[-1]:.2f}  hist_tv last {last['hist_tv']:.3f}  sprites last "
-              f"{last['sprites']:.2f}", flush=True)
+              f"{last['sprites']:.2f}  identity rel last {list(results[name]['identity']['rel'].values())[-1]:.2f}  "
+              f"centroid err first {list(results[name]['centroid_err'].values())[0]:.2f}", flush=True)
 
     total = time.time() - t_start
     meta = {
@@ -135,10 +148,12 @@ def main(argv=None) -> int:
         "sampling_steps": a.sample_steps,
         "wall_seconds": total,
         "quick": a.quick,
+        "classifier_heldout_accuracy": results["ground truth"]["classifier_heldout_accuracy"],
     }
     from common import provenance
 
-    payload = {"meta": meta, "results": results, **provenance()}
+    methods = {METHOD_KEYS.get(n, n): {"name": n, **summarize(r)} for n, r in results.items()}
+    payload = {"meta": meta, "methods": methods, "results": results, **provenance()}
     name = "video_quick" if a.quick else "video"
     _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
     _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))
@@ -172,6 +187,7 @@ def markdown(payload: dict) -> str:
         "(lower is better); `sprites` = connected components per frame (truth row = target); `count err` = mean |sprites - components of the ground-truth frame|.",
         "",
     ]
+    lines += _seen_tables(payload)
     names = list(res)
     segs = [r["frames"] for r in res["ground truth"]["drift"]]
     first, mid, last = segs[0], segs[len(segs) // 2], segs[-1]
@@ -203,6 +219,45 @@ def markdown(payload: dict) -> str:
     for n in names[1:]:
         lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in res[n]["psnr"].values()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _seen_tables(payload: dict) -> list[str]:
+    """The headline table (issue 12's keys) and identity / Fréchet per segment, from ``payload["methods"]``."""
+    methods = payload.get("methods", {})
+    gt = methods.get("ground_truth")
+    if gt is None or "identity_acc" not in next(iter(gt["per_segment"].values())):  # an older run: no such metrics
+        return []
+    segs = list(gt["per_segment"])
+    first, last = segs[0], segs[-1]
+    acc = payload["meta"].get("classifier_heldout_accuracy", float("nan"))
+    lines = [
+        "What a person sees (`methods` in the JSON). `identity` = share of each clip's digits that a small CNN "
+        f"(trained on the training digits; {acc:.3f} accuracy on the held-out digits) recognises among the sprites found "
+        "in a frame, position-free; `rel` = that over the same number on the ground-truth frames (overlapping sprites cap the "
+        f"truth's own at {gt['per_segment'][last]['identity_acc_truth']:.2f} in frames {last}). `centroid err` = pixels "
+        "between each sprite's true centre and the matched sprite found (a frame with none: half the frame side). "
+        "`Fréchet` = Fréchet distance between the segment's generated and true frames in the CNN's feature space (not FVD); "
+        f"the ground truth's own is 0, its distance to as many independent data frames, "
+        f"{gt['per_segment'][last]['frechet_data']:.1f}, is the floor at this sample size.",
+        "",
+        f"| method | PSNR {first} | centroid err {first} (px) | identity {last} | identity rel {last} | hist TV {last} | "
+        f"Fréchet {last} | Fréchet to data {last} |",
+        "|---" * 8 + "|",
+    ]
+    for key, m in methods.items():
+        r = m["per_segment"]
+        lines.append(
+            f"| {m['name']} | {'-' if key == 'ground_truth' else format(r[first]['psnr'], '.2f')} | {r[first]['centroid_err']:.2f} | "
+            f"{r[last]['identity_acc']:.2f} | {r[last]['identity_rel']:.2f} | {r[last]['hist_tv']:.3f} | {r[last]['frechet']:.1f} | "
+            f"{r[last]['frechet_data']:.1f} |"
+        )
+    for title, k, fmt in (("Identity accuracy relative to the ground truth per segment", "identity_rel", ".2f"),
+                          ("Fréchet classifier distance to the true frames per segment", "frechet", ".1f"),
+                          ("Centroid error (px) per segment", "centroid_err", ".2f")):
+        lines += ["", f"{title}:", "", "| method | " + " | ".join(segs) + " |", "|---" * (len(segs) + 1) + "|"]
+        for m in methods.values():
+            lines.append(f"| {m['name']} | " + " | ".join(format(m["per_segment"][sg][k], fmt) for sg in segs) + " |")
+    return lines + [""]
 
 
 if __name__ == "__main__":

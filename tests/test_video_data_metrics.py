@@ -57,20 +57,32 @@ def test_psnr_and_mse_closed_form():
     b = a + 0.2  # 0.1 in [0, 1] units
     assert torch.allclose(mse(a, b), torch.full((2, 3), 0.01))
     assert torch.allclose(psnr(a, b), torch.full((2, 3), 20.0), atol=1e-4)
+    # a known MSE per frame: PSNR = 10 log10(1 / MSE), frame by frame (torchmetrics, reduced per frame only)
+    x = torch.rand(5, 1, 6, 6) * 2 - 1
+    y = x.clone()
+    y[:, :, 0, 0] = torch.where(x[:, :, 0, 0] > 0, x[:, :, 0, 0] - 1, x[:, :, 0, 0] + 1)  # one pixel off by 0.5 in [0, 1]
+    want = 10 * torch.log10(1 / torch.full((5,), 0.25 / 36))
+    assert torch.allclose(psnr(y, x), want, atol=1e-3) and psnr(y, x).shape == (5,)
+    assert psnr(x, x).eq(100.0).all()  # identical frames: capped at 10 log10(1 / eps), finite
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(x, x[:4])
 
 
 def test_ssim_closed_forms():
     x = torch.rand(4, 1, 16, 16) * 2 - 1
     assert torch.allclose(ssim(x, x), torch.ones(4), atol=1e-6)
+    assert torch.allclose(ssim(x[None].expand(2, 4, 1, 16, 16), x[None].expand(2, 4, 1, 16, 16)), torch.ones(2, 4), atol=1e-6)
     y = torch.rand(4, 1, 16, 16) * 2 - 1
     assert torch.allclose(ssim(x, y), ssim(y, x))
     assert (ssim(x, y) < 0.5).all()
-    # constant images: variances vanish, SSIM = (2 m1 m2 + C1) / (m1^2 + m2^2 + C1)
+    # constant images: variances vanish, SSIM = (2 m1 m2 + C1) / (m1^2 + m2^2 + C1) (sigma 1: a 9x9 window)
     m1, m2, c1 = 0.2, 0.7, 0.01**2
-    s = ssim(torch.full((1, 1, 9, 9), 2 * m1 - 1), torch.full((1, 1, 9, 9), 2 * m2 - 1))
+    s = ssim(torch.full((1, 1, 9, 9), 2 * m1 - 1), torch.full((1, 1, 9, 9), 2 * m2 - 1), sigma=1.0)
     assert s.item() == pytest.approx((2 * m1 * m2 + c1) / (m1**2 + m2**2 + c1), rel=1e-5)
     # a contrast-inverted image around mid-grey has structure -1: SSIM strongly negative
     assert ssim(x, -x).mean() < -0.5
+    with pytest.raises(ValueError, match="smaller than the SSIM window 11"):
+        ssim(torch.zeros(1, 1, 9, 9), torch.zeros(1, 1, 9, 9))
 
 
 def test_horizon_buckets_and_drift_diagnostics():

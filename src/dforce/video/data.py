@@ -8,10 +8,13 @@ action of frame ``n`` (one-hot: none, up, down, left, right) changes its velocit
 into frame ``n``, so frame ``n`` depends on actions ``<= n`` (world-model style prediction).
 
 Frames are float tensors in [-1, 1] of shape ``[N, C, H, W]`` (C = 1); actions are ``[N, 5]``.
+Every clip also carries what the generator knows: each sprite's class label (digit 0-9,
+Fashion-MNIST class 0-9, 0 for balls) and its centre of mass per frame, in pixels (row, column):
+the ground truth of the identity and motion metrics in :mod:`dforce.video.metrics`.
 
     cfg = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 3))
     train = SpriteStream(cfg, length=8, seed=0)          # item i: {"x": [8, 1, 32, 32]}
-    test = fixed_split(cfg, "test", n=64, length=84)     # {"x": [64, 84, 1, 32, 32]}
+    test = fixed_split(cfg, "test", n=64, length=84)     # {"x": [64, 84, 1, 32, 32], "labels": [64, 3], ...}
 """
 
 from __future__ import annotations
@@ -55,11 +58,33 @@ def digit_sprites(size: int = 16, split: str = "train") -> np.ndarray:
     return _resize(images, size)
 
 
-def read_idx_images(path: str) -> np.ndarray:
-    """Read an IDX image file (optionally gzipped) into a uint8 array [K, rows, cols]."""
+@lru_cache(maxsize=4)
+def digit_labels(split: str = "train") -> np.ndarray:
+    """The digit (0-9) of each sprite of :func:`digit_sprites` (same split and order), int64."""
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target.astype(np.int64)
+    return target[:1500] if split == "train" else target[1500:]
+
+
+def _read_idx(path: str) -> bytes:
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
-        data = f.read()
+        return f.read()
+
+
+def read_idx_labels(path: str) -> np.ndarray:
+    """Read an IDX label file (optionally gzipped) into a uint8 array [K]."""
+    data = _read_idx(path)
+    magic, count = np.frombuffer(data[:8], dtype=">i4")
+    if magic != 2049:
+        raise ValueError(f"{path} is not an IDX label file (magic {magic}, expected 2049)")
+    return np.frombuffer(data, dtype=np.uint8, offset=8, count=count)
+
+
+def read_idx_images(path: str) -> np.ndarray:
+    """Read an IDX image file (optionally gzipped) into a uint8 array [K, rows, cols]."""
+    data = _read_idx(path)
     magic, count, rows, cols = np.frombuffer(data[:16], dtype=">i4")
     if magic != 2051:
         raise ValueError(f"{path} is not an IDX image file (magic {magic}, expected 2051)")
@@ -78,6 +103,17 @@ def fashion_sprites(size: int = 16, split: str = "train", root: str = FASHION_DI
         )
     images = read_idx_images(path).astype(np.float32) / 255.0
     return _resize(images, size)
+
+
+@lru_cache(maxsize=4)
+def fashion_labels(split: str = "train", root: str = FASHION_DIR) -> np.ndarray:
+    """The Fashion-MNIST class (0-9: t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot)
+    of each sprite of :func:`fashion_sprites` (same split and order), int64."""
+    name = "train-labels-idx1-ubyte.gz" if split == "train" else "t10k-labels-idx1-ubyte.gz"
+    path = os.path.join(root, name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: install the Debian package `dataset-fashion-mnist`")
+    return read_idx_labels(path).astype(np.int64)
 
 
 def ball_sprite(size: int, radius: Optional[float] = None) -> np.ndarray:
@@ -135,22 +171,43 @@ class SpriteConfig:
         return asdict(self)
 
 
-def _pool(cfg: SpriteConfig, split: str) -> np.ndarray:
-    if cfg.sprite == "digits":
-        return digit_sprites(cfg.size, "train" if split == "train" else "test")
-    if cfg.sprite == "fashion":
-        return fashion_sprites(cfg.size, "train" if split == "train" else "test")
-    return ball_sprite(cfg.size)[None]
+def sprite_pool(sprite: str, size: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The sprites a clip of ``split`` draws from and their class labels: ``([K, size, size] in [0, 1], [K] int64)``.
+
+    ``train`` uses the training images; ``val`` and ``test`` the held-out ones (digits 1500+, t10k).
+    """
+    part = "train" if split == "train" else "test"
+    if sprite == "digits":
+        return digit_sprites(size, part), digit_labels(part)
+    if sprite == "fashion":
+        return fashion_sprites(size, part), fashion_labels(part)
+    if sprite == "balls":
+        return ball_sprite(size)[None], np.zeros(1, dtype=np.int64)
+    raise ValueError(f"unknown sprite {sprite!r}; choose one of {list(SPRITES)}")
+
+
+def _centre_of_mass(img: np.ndarray) -> np.ndarray:
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    m = img.sum()
+    return np.array([(yy * img).sum() / m, (xx * img).sum() / m]) if m > 0 else np.full(2, (img.shape[0] - 1) / 2)
 
 
 def make_clip(cfg: SpriteConfig, length: int, rng: np.random.Generator, split: str = "train") -> dict:
-    """One clip: ``{"x": [length, 1, H, W] float32 in [-1, 1], "cond": [length, 5] (with actions), "count": int}``."""
+    """One clip: ``{"x": [length, 1, H, W] float32 in [-1, 1], "cond": [length, 5] (with actions), "count": int,
+    "labels": [k] int64, "centroids": [length, k, 2] float32}``.
+
+    ``labels`` is each sprite's class, ``centroids`` its centre of mass (intensity-weighted, row then
+    column, in pixels of the frame) in every frame: what the identity and motion metrics compare to.
+    """
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")
-    pool = _pool(cfg, split)
+    pool, pool_labels = sprite_pool(cfg.sprite, cfg.size, split)
     f, s = cfg.frame_size, cfg.size
     k = int(rng.integers(cfg.num_sprites[0], cfg.num_sprites[1] + 1))
-    sprites = pool[rng.integers(0, len(pool), size=k)]
+    idx = rng.integers(0, len(pool), size=k)
+    sprites = pool[idx]
+    com = np.stack([_centre_of_mass(sp) for sp in sprites])  # [k, 2] inside the sprite box
+    centroids = np.zeros((length, k, 2), dtype=np.float32)
     lim = float(f - s)
     pos = rng.uniform(0, lim, size=(k, 2))
     angle = rng.uniform(0, 2 * np.pi, size=k)
@@ -174,10 +231,12 @@ def make_clip(cfg: SpriteConfig, length: int, rng: np.random.Generator, split: s
         elif cfg.actions:
             acts[0, 0] = 1.0
         ij = np.rint(pos).astype(int)
+        centroids[n] = ij + com
         for j in range(k):
             y, x = ij[j]
             np.maximum(frames[n, y : y + s, x : x + s], sprites[j], out=frames[n, y : y + s, x : x + s])
-    out = {"x": torch.from_numpy(frames * 2 - 1)[:, None], "count": k}
+    out = {"x": torch.from_numpy(frames * 2 - 1)[:, None], "count": k, "labels": torch.from_numpy(pool_labels[idx]),
+           "centroids": torch.from_numpy(centroids)}
     if cfg.actions:
         out["cond"] = torch.from_numpy(acts)
     return out
@@ -200,7 +259,8 @@ class SpriteStream(IterableDataset):
 
     def __getitem__(self, i: int) -> dict:
         clip = make_clip(self.cfg, self.length, _rng(self.seed, i), self.split)
-        clip.pop("count")
+        for key in ("count", "labels", "centroids"):  # training takes frames (and actions) only
+            clip.pop(key)
         return clip
 
     def __iter__(self) -> Iterator[dict]:
@@ -212,14 +272,23 @@ class SpriteStream(IterableDataset):
 
 
 def fixed_split(cfg: SpriteConfig, split: str, n: int, length: int, seed: int = 0) -> dict:
-    """A fixed set of ``n`` clips: ``{"x": [n, length, 1, H, W], "count": [n]}`` (+ ``"cond"`` with actions).
+    """A fixed set of ``n`` clips: ``{"x": [n, length, 1, H, W], "count": [n], "labels": [n, K], "centroids":
+    [n, length, K, 2]}`` (+ ``"cond"`` with actions), ``K = cfg.num_sprites[1]``; clips with fewer sprites are
+    padded with label -1 and NaN centroids.
 
     ``val`` and ``test`` use held-out sprites (digits 1500+, Fashion-MNIST t10k) and their own seeds.
     """
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLIT_SEEDS)}")
     clips = [make_clip(cfg, length, _rng(seed + SPLIT_SEEDS[split], i), split) for i in range(n)]
-    out = {"x": torch.stack([c["x"] for c in clips]), "count": torch.tensor([c["count"] for c in clips])}
+    kmax = cfg.num_sprites[1]
+    labels = torch.full((n, kmax), -1, dtype=torch.long)
+    centroids = torch.full((n, length, kmax, 2), float("nan"))
+    for i, c in enumerate(clips):
+        labels[i, : c["count"]] = c["labels"]
+        centroids[i, :, : c["count"]] = c["centroids"]
+    out = {"x": torch.stack([c["x"] for c in clips]), "count": torch.tensor([c["count"] for c in clips]), "labels": labels,
+           "centroids": centroids}
     if cfg.actions:
         out["cond"] = torch.stack([c["cond"] for c in clips])
     return out
@@ -238,6 +307,7 @@ def to_unit(x: Tensor) -> Tensor:
 
 
 __all__ = [
-    "ACTIONS", "SPRITES", "SpriteConfig", "SpriteStream", "ball_sprite", "batch", "digit_sprites", "fashion_sprites",
-    "fixed_split", "make_clip", "read_idx_images", "to_unit",
+    "ACTIONS", "SPRITES", "SpriteConfig", "SpriteStream", "ball_sprite", "batch", "digit_labels", "digit_sprites",
+    "fashion_labels", "fashion_sprites", "fixed_split", "make_clip", "read_idx_images", "read_idx_labels", "sprite_pool",
+    "to_unit",
 ]

@@ -146,15 +146,78 @@ def generate(model: DiffusionForcing, context: Tensor, horizon: int, rc: Rollout
     return model.sample(context, horizon, cond=cond, config=s, guidance=make_guidance(rc), seed=seed, precision=rc.precision)
 
 
-def score(pred: Tensor, truth: Tensor, reference: Tensor, segment: int, true_counts: Optional[Tensor] = None) -> dict:
-    """Fidelity per horizon bucket (PSNR, SSIM, MSE) and drift per segment for ``pred`` [B, N, C, H, W]."""
-    return {
+def score(pred: Tensor, truth: Tensor, reference: Tensor, segment: int, true_counts: Optional[Tensor] = None, *,
+          labels: Optional[Tensor] = None, centroids: Optional[Tensor] = None, sprites: Optional[SpriteConfig] = None) -> dict:
+    """Fidelity per horizon bucket (PSNR, SSIM, MSE) and drift per segment for ``pred`` [B, N, C, H, W].
+
+    With the clips' ``labels`` [B, K] and ``centroids`` [B, N, K, 2] (of the frames in ``truth``; see
+    :func:`dforce.video.data.fixed_split`) and their ``sprites`` config, also what a person sees, per
+    segment: ``identity`` (accuracy of the sprite classifier on the sprites found in ``pred``, on
+    ``truth``, and their ratio ``rel``), ``centroid_err`` (pixels) and ``frechet`` (Fréchet distance to
+    the true frames of the segment in the classifier's feature space; ``frechet_data``: to as many
+    ``reference`` frames, which on the ground truth is the floor of ``frechet`` at this sample size).
+    Identity and Fréchet need labelled sprites (digits, fashion).
+    """
+    out = {
         "psnr": M.by_horizon(M.psnr(pred, truth), segment),
         "ssim": M.by_horizon(M.ssim(pred, truth), segment),
         "mse": M.by_horizon(M.mse(pred, truth), segment),
         "drift": M.drift_by_segment(pred, reference, segment, true_counts),
     }
+    if sprites is None:
+        return out
+    kmax = sprites.num_sprites[1]
+    max_pixels = kmax * sprites.size**2  # larger components are clutter (noise), not sprites
+    if centroids is not None:
+        out["centroid_err"] = M.by_horizon(M.centroid_errors(pred, centroids, max_pixels=max_pixels), segment)
+    if labels is not None and sprites.sprite in ("digits", "fashion"):
+        from dforce.video.classifier import sprite_classifier
+
+        clf = sprite_classifier(sprites.sprite, sprites.size)
+        out["identity"] = M.identity_by_segment(pred, truth, labels, clf, segment, max_pixels=max_pixels)
+        out["frechet"] = M.frechet_by_segment(pred, truth, clf, segment)
+        # the same number of independent data frames as a segment has: on the ground truth, the floor of the
+        # Fréchet distance at this sample size (two samples of one distribution do not score 0)
+        ref = M.classifier_features(reference, clf)
+        ref = ref.reshape(-1, ref.shape[-1])
+        feats = M.classifier_features(pred, clf)
+        fd_data = {}
+        for k, s in zip(out["psnr"], range(0, pred.shape[1], segment)):
+            f = feats[:, s : s + segment].reshape(-1, feats.shape[-1])
+            fd_data[k] = M.frechet_distance(*M.gaussian_fit(f), *M.gaussian_fit(ref[: len(f)]))
+        out["frechet_data"] = fd_data
+        out["classifier_heldout_accuracy"] = clf.heldout_accuracy
+    return out
+
+
+def summarize(result: dict) -> dict:
+    """The headline numbers of a :func:`score` result and every metric per segment.
+
+    ``psnr_A_B`` and ``centroid_err_A_B`` over the first segment (frames A-B, e.g. 1-8),
+    ``identity_rel_C_D``, ``hist_tv_C_D``, ``frechet_C_D`` and ``frechet_data_C_D`` over the last one (e.g. 73-80), and
+    ``per_segment``: ``{"1-8": {"psnr": ..., "ssim": ..., "hist_tv": ..., ...}, ...}``. Metrics the
+    result lacks are left out.
+    """
+    drift = {d["frames"]: d for d in result["drift"]}
+    segs = list(drift)
+    per = {}
+    for sg in segs:
+        row = {k: result[k][sg] for k in ("psnr", "ssim", "mse", "centroid_err", "frechet", "frechet_data") if k in result}
+        if "identity" in result:
+            row.update(identity_acc=result["identity"]["acc"][sg], identity_acc_truth=result["identity"]["acc_truth"][sg],
+                       identity_rel=result["identity"]["rel"][sg])
+        row.update({k: v for k, v in drift[sg].items() if k != "frames"})
+        per[sg] = row
+    first, last = segs[0], segs[-1]
+    tag = lambda sg: sg.replace("-", "_")  # noqa: E731
+    out = {}
+    for key, sg in (("psnr", first), ("centroid_err", first), ("identity_rel", last), ("hist_tv", last), ("frechet", last),
+                    ("frechet_data", last)):
+        if key in per[sg]:
+            out[f"{key}_{tag(sg)}"] = per[sg][key]
+    out["per_segment"] = per
+    return out
 
 
 __all__ = ["GUIDANCE", "METHODS", "PRESETS", "RolloutConfig", "build_video_model", "generate", "make_guidance", "score",
-           "train_video_model"]
+           "summarize", "train_video_model"]
