@@ -88,11 +88,12 @@ def quick(cfg: BenchConfig) -> BenchConfig:
 def train_models(train: torch.Tensor, s: SystemSetting, cfg: BenchConfig, seed: int, log) -> dict:
     dim = train.shape[-1]
     out, info = {}, {}
-    gen = torch.Generator().manual_seed(seed)
     for name, noise in (("df", cfg.training_noise), ("teacher_forcing", "teacher_forcing"), ("full_sequence", "full_sequence")):
         torch.manual_seed(seed)
         tr = Trainer(make_model(dim, s, noise), cfg, cfg.train_steps, seed)
-        data = batches(train, s.window, cfg.batch_size, gen)
+        # every model sees the same batches: the self-rollout stage below runs for a wall-clock
+        # budget, so it draws from a stream of its own
+        data = batches(train, s.window, cfg.batch_size, torch.Generator().manual_seed(seed))
         t0 = time.time()
         split = cfg.train_steps - cfg.finetune_steps if name == "df" else cfg.train_steps
         for _ in range(split):
@@ -105,9 +106,10 @@ def train_models(train: torch.Tensor, s: SystemSetting, cfg: BenchConfig, seed: 
             plain_s = time.time() - t1
             sr_cfg = SelfRolloutConfig(**cfg.self_rollout)
             sr_loss = lambda m, x: self_rollout_loss(m, x, sr_cfg, fork.gen)  # noqa: E731
+            sr_data = batches(train, s.window, cfg.batch_size, torch.Generator().manual_seed(seed + 1))
             t1, n_sr = time.time(), 0
             while n_sr < 1 or time.time() - t1 < plain_s:  # equal wall-clock compute
-                fork.step(next(data), sr_loss)
+                fork.step(next(sr_data), sr_loss)
                 n_sr += 1
             out["df_self_rollout"] = fork.ema
             info["df_self_rollout"] = {"finetune_steps": n_sr, "finetune_seconds": round(time.time() - t1, 1),
