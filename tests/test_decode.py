@@ -88,3 +88,17 @@ def test_compiled_sampling_equals_eager(kind):
         torch.testing.assert_close(model.sample(ctx, 8, cache=cache, compile=True, **kw), eager, atol=1e-4, rtol=1e-4)
     frames = list(model.stream(ctx, 8, cache="window", compile=True, **kw))
     torch.testing.assert_close(torch.stack(frames, 1), eager, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_steps_of_two_models_of_one_class_stay_apart():
+    # after its first, fully guarded call a model's compiled step skips dynamo's per-input guards;
+    # a second model of another depth must still get (and keep) a graph of its own
+    ctx = torch.randn(1, 2, 3)
+    kw = dict(steps=3, chunk_size=1, history_len=5, seed=1, cache="rolling")
+    models = [DiffusionForcing(backbone("concat", depth=d), window=6) for d in (2, 3)]
+    eager = [m.sample(ctx, 6, **kw) for m in models]
+    for _ in range(2):
+        for m, ref in zip(models, eager):
+            torch.testing.assert_close(m.sample(ctx, 6, compile=True, **kw), ref, atol=1e-4, rtol=1e-4)
+    assert all(len(tr._GUARDED[m.backbone]) == 1 for m in models)  # one signature each: later calls skipped the guards

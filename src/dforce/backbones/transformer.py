@@ -19,6 +19,7 @@ still denoising (see ``dforce.sampling.cached``). ``forward`` itself never touch
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
 import torch
@@ -152,19 +153,43 @@ def lean_decode(backbone: nn.Module, x: Tensor, t: Tensor, cond: Optional[Tensor
 
 
 _COMPILED: dict = {}
+_GUARDED: "weakref.WeakKeyDictionary[nn.Module, set]" = weakref.WeakKeyDictionary()  # per backbone: signatures seen
+
+
+def _signature(fn: Callable, backbone: nn.Module, args: tuple) -> tuple:
+    """What selects a compiled graph besides the backbone's identity: its mode, the grad mode, and
+    the shape, dtype and device of every tensor (of a :class:`DecodeStep`: of its buffers)."""
+    def leaf(a: Any) -> Any:
+        if isinstance(a, DecodeStep):
+            return (len(a.rot),) + leaf(a.rot[0]) + leaf(a.bias)
+        return (a.shape, a.dtype, a.device) if isinstance(a, Tensor) else (type(a),)
+
+    modes = (backbone.training, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+    return (fn, modes) + tuple(leaf(a) for a in args)
 
 
 def run_decode(fn: Callable, cache: "KVCache", *args: Any) -> Tensor:
-    """``fn(*args)``, through ``torch.compile(fn, dynamic=False)`` if the cache asks for it (compiled
-    once per process and function); a failing compiler raises one line that names the way out."""
+    """``fn(*args)`` (``args[0]``: the backbone), through ``torch.compile(fn, dynamic=False)`` if the cache asks for it (compiled
+    once per process and function); a failing compiler raises one line that names the way out.
+
+    Checking dynamo's guards on some 200 parameter and buffer inputs costs as much as the step
+    itself at batch 1, so only the first call with a new :func:`_signature` checks them all; later
+    calls with a signature already seen check only the guards that tell compiled graphs apart.
+    """
     if not cache.compile:
         return fn(*args)
     if fn not in _COMPILED:
-        _COMPILED[fn] = torch.compile(fn, dynamic=False)
+        _COMPILED[fn] = torch.compile(fn, dynamic=False, options={"size_asserts": False})  # shapes: see _signature
     # slices of a window have its strides (even in size-1 dims), which would recompile: copy to standard strides
     args = tuple(a.clone(memory_format=torch.contiguous_format) if isinstance(a, Tensor) else a for a in args)
+    seen, key = _GUARDED.setdefault(args[0], set()), _signature(fn, args[0], args[1:])
     try:
-        return _COMPILED[fn](*args)
+        if key in seen:
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                return _COMPILED[fn](*args)
+        out = _COMPILED[fn](*args)
+        seen.add(key)
+        return out
     except Exception as e:  # noqa: BLE001 - the compiler's many failure types
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise RuntimeError(f"compile=True: torch.compile of the decode step failed ({type(e).__name__}: {msg}); use compile=False") from e
