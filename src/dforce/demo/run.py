@@ -32,11 +32,11 @@ from dforce.dynamics.systems import SYSTEM_DIMS
 from dforce.training import export_model
 
 DEMO_SYSTEM = "double_well"
-"""From benchmarks/results/dynamics.md (3 seeds): the system where DF's last-segment W1 beats teacher
-forcing's by the widest margin relative to the seed spread (0.167 +- 0.031 vs 0.234 +- 0.031, DF
-better in every seed) and where stabilization matters (0.232 without). On Lorenz-63 DF also wins on
-average (0.162 vs 0.283) but teacher forcing's spread is large (+- 0.106): a single demo run there
-(seed 0) went to teacher forcing, 0.077 vs 0.091."""
+"""From benchmarks/results/dynamics.md (3 seeds, every model trained on the same batches): the one
+system where autoregressive DF, what the demo compares, beats teacher forcing's last-segment W1 in
+every seed (0.167 +- 0.031 vs 0.180 +- 0.033; by 0.011, 0.027 and 0.002) and where stabilization
+matters (0.232 without). On Lorenz-63 autoregressive DF loses on average (0.162 vs 0.114; DF's
+pyramid sampler wins there, 0.070); on the KS field neither wins (0.168 vs 0.154)."""
 
 
 @dataclass
@@ -46,8 +46,9 @@ class DemoConfig:
     Attributes:
         out_dir: where the PNG, the metrics JSON and the models go.
         system: ``double_well`` (the default: a stochastic double-well oscillator whose answer is a
-            bimodal distribution; DF better than teacher forcing in every benchmark seed),
-            ``lorenz63`` (DF better on average, with a large spread between runs) or
+            bimodal distribution; autoregressive DF better than teacher forcing in every benchmark
+            seed, by a small margin), ``lorenz63`` (teacher forcing better on average at this
+            budget; DF wins there only with the pyramid sampler) or
             ``kuramoto_sivashinsky`` (a 64-point chaotic field; no winner at this budget).
         train_steps: optimizer steps per model (both models get the same budget).
         batch_size: training windows per step.
