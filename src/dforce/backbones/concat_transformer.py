@@ -19,7 +19,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from dforce.backbones.transformer import (
-    Attention, DecodeStep, KVCache, check_sizes, decode_attention, lean_decode, linear, run_decode, timestep_embedding,
+    Attention, DecodeStep, KVCache, check_sizes, decode_attention, decode_one, linear, timestep_embedding,
 )
 
 
@@ -124,11 +124,7 @@ class ConcatTransformer(nn.Module):
             raise ValueError("forward_cached needs a causal backbone (causal=True): a bidirectional one re-reads the whole window")
         if cache.length and cache.batch_size != x.shape[0]:
             raise ValueError(f"the cache holds a batch of {cache.batch_size} but x has {x.shape[0]}; use one cache per batch")
-        if x.shape[1] == 1 and lean_decode(self, x, t, cond, cache):
-            a = self.blocks[0].attn
-            out = run_decode(type(self)._decode, cache, self, x, t, cond, cache.decode_step(x.shape[0], a.heads, a.qkv.in_features // a.heads, x.dtype, x.device))
-            if commit:
-                cache.advance(1)
+        if (out := decode_one(self, x, t, cond, cache, commit)) is not None:
             return out
         h = self._input(x, t, cond)
         for i, block in enumerate(self.blocks):

@@ -195,6 +195,19 @@ def run_decode(fn: Callable, cache: "KVCache", *args: Any) -> Tensor:
         raise RuntimeError(f"compile=True: torch.compile of the decode step failed ({type(e).__name__}: {msg}); use compile=False") from e
 
 
+def decode_one(backbone: nn.Module, x: Tensor, t: Tensor, cond: Optional[Tensor], cache: "KVCache", commit: bool) -> Optional[Tensor]:
+    """The output [B, 1, dim] of one new token through ``backbone._decode`` (the lean step, compiled if
+    the cache asks for it), or None where the general path must run (see :func:`lean_decode`)."""
+    if x.shape[1] != 1 or not lean_decode(backbone, x, t, cond, cache):
+        return None
+    a = backbone.blocks[0].attn
+    step = cache.decode_step(x.shape[0], a.heads, a.qkv.in_features // a.heads, x.dtype, x.device)
+    out = run_decode(type(backbone)._decode, cache, backbone, x, t, cond, step)
+    if commit:
+        cache.advance(1)
+    return out
+
+
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -480,11 +493,7 @@ class Transformer(nn.Module):
             raise ValueError(f"noise levels must have shape [B, n] = {tuple(x.shape[:2])}, got {tuple(t.shape)}")
         if cache.length and cache.batch_size != x.shape[0]:
             raise ValueError(f"the cache holds a batch of {cache.batch_size} but x has {x.shape[0]}; use one cache per batch")
-        if x.shape[1] == 1 and lean_decode(self, x, t, cond, cache):
-            a = self.blocks[0].attn
-            out = run_decode(type(self)._decode, cache, self, x, t, cond, cache.decode_step(x.shape[0], a.heads, a.qkv.in_features // a.heads, x.dtype, x.device))
-            if commit:
-                cache.advance(1)
+        if (out := decode_one(self, x, t, cond, cache, commit)) is not None:
             return out
         c = self.noise_embed(t, cond)
         h = self.embed(x)
