@@ -33,7 +33,7 @@ def provenance() -> dict:
     root = Path(__file__).resolve().parent.parent
     git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
     sha = git("rev-parse", "HEAD") or os.environ.get("DFORCE_GIT_SHA", "unknown")  # a copy without .git (a GPU machine)
-    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"):
+    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks", ":(exclude)benchmarks/results"):  # code, not results
         sha += "-dirty"
     return {"git_sha": sha, "command": shlex.join([os.path.relpath(sys.executable, root) if "venv" in sys.executable else "python", *sys.argv])}
 

@@ -80,6 +80,9 @@ def main(argv=None) -> int:
     if a.quick:
         a.train_steps, a.n_test, a.sample_steps, a.rollout_factor = 20, 4, 3, 2
     torch.set_num_threads(a.threads)
+    from common import provenance
+
+    prov = provenance()  # the code that runs, taken before it runs
     torch.manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
     t_start = time.time()
@@ -150,10 +153,8 @@ def main(argv=None) -> int:
         "quick": a.quick,
         "classifier_heldout_accuracy": results["ground truth"]["classifier_heldout_accuracy"],
     }
-    from common import provenance
-
     methods = {METHOD_KEYS.get(n, n): {"name": n, **summarize(r)} for n, r in results.items()}
-    payload = {"meta": meta, "methods": methods, "results": results, **provenance()}
+    payload = {"meta": meta, "methods": methods, "results": results, **prov}
     name = "video_quick" if a.quick else "video"
     _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
     _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))
