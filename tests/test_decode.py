@@ -23,9 +23,15 @@ def _compile_failure() -> str:
 
 
 @pytest.fixture
-def compiler():
-    if why := _compile_failure():
-        pytest.skip(f"torch.compile does not work on this machine ({why})")
+def compiles() -> bool:
+    """Whether ``torch.compile`` runs here; where it cannot, the tests check the one-line refusal instead."""
+    return not _compile_failure()
+
+
+def assert_refused(run) -> None:
+    """Without a working compiler, ``compile=True`` fails in one line that names the way out."""
+    with pytest.raises(RuntimeError, match=r"^compile=True: torch.compile of the decode step failed \(.*\); use compile=False$"):
+        run()
 
 
 def backbone(kind, cond_dim=0, depth=2):
@@ -97,10 +103,12 @@ def test_a_failing_compiler_raises_one_line(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["concat", "adaln"])
-def test_compiled_sampling_equals_eager(kind, compiler):
+def test_compiled_sampling_equals_eager(kind, compiles):
     model = DiffusionForcing(backbone(kind), window=6)
     ctx = torch.randn(2, 2, 3)
     kw = dict(steps=3, chunk_size=1, history_len=5, seed=1)
+    if not compiles:
+        return assert_refused(lambda: model.sample(ctx, 8, cache="rolling", compile=True, **kw))
     for cache in ("rolling", "window"):
         eager = model.sample(ctx, 8, cache=cache, **kw)
         torch.testing.assert_close(model.sample(ctx, 8, cache=cache, compile=True, **kw), eager, atol=1e-4, rtol=1e-4)
@@ -109,12 +117,14 @@ def test_compiled_sampling_equals_eager(kind, compiler):
 
 
 @pytest.mark.slow
-def test_compiled_steps_of_two_models_of_one_class_stay_apart(compiler):
+def test_compiled_steps_of_two_models_of_one_class_stay_apart(compiles):
     # after its first, fully guarded call a model's compiled step skips dynamo's per-input guards;
     # a second model of another depth must still get (and keep) a graph of its own
     ctx = torch.randn(1, 2, 3)
     kw = dict(steps=3, chunk_size=1, history_len=5, seed=1, cache="rolling")
     models = [DiffusionForcing(backbone("concat", depth=d), window=6) for d in (2, 3)]
+    if not compiles:
+        return assert_refused(lambda: models[0].sample(ctx, 6, compile=True, **kw))
     eager = [m.sample(ctx, 6, **kw) for m in models]
     for _ in range(2):
         for m, ref in zip(models, eager):

@@ -10,5 +10,5 @@ def patched(kind, batch, tokens, history_len, device, generator):
         m = torch.zeros_like(m).scatter_(1, idx, True)
     return t, m
 nl._single = patched
-sys.argv = ["mix_probe.py"] + sys.argv[1:]
-runpy.run_path("mix_probe.py", run_name="__main__")
+sys.argv = ["probe.py", "schedules"] + sys.argv[1:]
+runpy.run_path("probe.py", run_name="__main__")

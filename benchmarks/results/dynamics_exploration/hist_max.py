@@ -2,5 +2,5 @@
 import sys, runpy
 import dforce.diffusion.noise_levels as nl
 nl.HISTORY_LEVEL_MAX = float(sys.argv[1])
-sys.argv = ["mix_probe.py"] + sys.argv[2:]
-runpy.run_path("mix_probe.py", run_name="__main__")
+sys.argv = ["probe.py", "schedules"] + sys.argv[2:]
+runpy.run_path("probe.py", run_name="__main__")
