@@ -70,3 +70,15 @@ def test_export_load_round_trip(tmp_path):
         export_autoencoder(ae, tmp_path / "other")
     with pytest.raises(FileNotFoundError):
         load_autoencoder(tmp_path / "missing")
+
+
+def test_export_refuses_a_folder_with_files_dforce_did_not_write(tmp_path):
+    ae = FrameAutoencoder(image_size=16, width=8)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{}")  # a user's file of the same name
+    with pytest.raises(FileExistsError, match="files dforce did not write"):
+        export_autoencoder(ae, tmp_path / "mine")
+    assert (tmp_path / "mine" / "config.json").read_text() == "{}"
+    export_autoencoder(ae, tmp_path / "ae")
+    export_autoencoder(ae, tmp_path / "ae")  # an earlier export is replaced
+    assert sorted(p.name for p in (tmp_path / "ae").iterdir()) == ["config.json", "model.safetensors"]

@@ -143,10 +143,8 @@ class DecodeStep(NamedTuple):
 
 def lean_decode(backbone: nn.Module, x: Tensor, t: Tensor, cond: Optional[Tensor], cache: "KVCache") -> bool:
     """Whether a one-token ``forward_cached`` call may take the lean decode step: well-formed inputs
-    (otherwise the general path raises the error), flat tokens, no autocast (``compile=True`` needs fp32)."""
+    (otherwise the general path raises the error), flat tokens, no autocast."""
     if torch.is_autocast_enabled(x.device.type):
-        if cache.compile:
-            raise ValueError("compile=True compiles the fp32 decode step; use precision='fp32' (bf16 does not pay at this size on a CPU)")
         return False
     ok_cond = cond is None or (backbone.cond_dim > 0 and cond.shape[:2] == x.shape[:2])
     return x.dim() == 3 and x.shape[-1] == backbone.dim and t.shape == x.shape[:2] and ok_cond and cache.apply is apply_rotary

@@ -60,16 +60,16 @@ class CachedDenoiser:
 
     def __init__(self, model: Any, precision: str = "fp32", mode: str = "window", compile: bool = False) -> None:
         check_cacheable(model, mode, compile)
-        if mode == "none":
-            raise ValueError("CachedDenoiser needs mode 'window' or 'rolling'")
+        if mode == "none" or (compile and precision != "fp32"):
+            raise ValueError("CachedDenoiser needs mode 'window' or 'rolling'" if mode == "none" else
+                             "compile=True compiles the fp32 decode step; use precision='fp32' (bf16 does not pay at this size on a CPU)")
         self.model, self.precision, self.mode = model, precision, mode
         self.cache = model.backbone.new_cache(compile=True) if compile else model.backbone.new_cache()
         self.inputs: Optional[tuple[Tensor, Tensor, Optional[Tensor]]] = None  # window mode: what the cache holds
         self.pred: Optional[Tensor] = None
         self.cache_start = 0  # rolling mode: rollout index of the first cached token
         self.upto: Optional[int] = None
-        self.history, self.start = 0, 0
-        self.evaluated_tokens = 0
+        self.history, self.start, self.evaluated_tokens = 0, 0, 0
 
     def begin_step(self, info: StepInfo) -> None:
         """Called by the row loop: only tokens up to the last moving one are needed this step."""

@@ -76,8 +76,9 @@ OWN_FILES = ("model.safetensors", "config.json")
 
 
 def _is_model_folder(path: Path) -> bool:
+    """Whether ``path`` holds a folder dforce exported (a model, or another ``dforce-*`` format)."""
     try:
-        return json.loads((path / "config.json").read_text()).get("format") == FORMAT
+        return str(json.loads((path / "config.json").read_text()).get("format")).startswith("dforce-")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -129,12 +130,22 @@ def export_model(model: DiffusionForcing, path: str | os.PathLike, extra: Option
             raise ValueError(f"files: {name!r} is not a valid extra file name")
     check_export_path(path, overwrite)
     config = {"format": FORMAT, "model": model_spec(model), "extra": extra or {}, "files": sorted(files)}
+    return write_folder(path, model.state_dict(), config, files)
+
+
+def write_folder(path: Path, state_dict: dict, config: dict, files: Optional[dict[str, str]] = None) -> Path:
+    """Write ``model.safetensors`` (``state_dict``) + ``config.json`` (``config`` and the weights'
+    SHA-256) + ``files`` to the folder ``path``, which :func:`check_export_path` has allowed: the
+    one writer behind :func:`export_model` and the other exported formats (atomic, never touching
+    files dforce did not write)."""
+    path, files = Path(path), dict(files or {})
+    config = {**config, "files": sorted(files)}
     json.dumps(config)  # fail early on values JSON cannot hold
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)  # left by a killed earlier export to this path
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent))
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         save_file(state, str(tmp / "model.safetensors"))
         config["weights_sha256"] = _sha256(tmp / "model.safetensors")
         for name, text in files.items():

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -174,25 +172,13 @@ def train_autoencoder(ae: FrameAutoencoder, frames, steps: int, *, batch_size: i
 # ------------------------------------------------------------------------------ export / load
 def export_autoencoder(ae: FrameAutoencoder, path: str | os.PathLike, extra: Optional[dict] = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (format ``dforce-autoencoder-1``) to the folder
-    ``path``, atomically (temporary folder renamed into place). No pickle."""
-    from safetensors.torch import save_file
+    ``path`` with the writer of :func:`dforce.training.export_model` (atomic; an earlier dforce
+    folder is replaced, a folder with files dforce did not write is refused). No pickle."""
+    from dforce.training.export import check_export_path, write_folder
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in ae.state_dict().items()}, str(tmp / "model.safetensors"))
-        cfg = {"format": AE_FORMAT, "autoencoder": {"name": ae.registry_name, "kwargs": dict(ae.config)}, "extra": extra or {}}
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        if path.exists():
-            if not (path / "config.json").exists():
-                raise FileExistsError(f"{path} exists and is not an exported model folder; choose another path")
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return path
+    check_export_path(path)
+    cfg = {"format": AE_FORMAT, "autoencoder": {"name": ae.registry_name, "kwargs": dict(ae.config)}, "extra": extra or {}}
+    return write_folder(Path(path), ae.state_dict(), cfg)
 
 
 def load_autoencoder(path: str | os.PathLike, map_location: str = "cpu") -> tuple[FrameAutoencoder, dict]:
