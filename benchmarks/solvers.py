@@ -1,9 +1,12 @@
-"""Solver benchmark: how few network calls per token reach 50-step DDIM quality, DDIM vs DPM-Solver++(2M)?
+"""Solver benchmark: how few network calls per token reach 50-step DDIM quality? DDIM, DPM-Solver++(2M), distilled students.
 
 The dynamics benchmark's Lorenz-63 setting (``dforce.dynamics.experiment``): one Diffusion Forcing
 model is trained once (default recipe and training noise, as ``benchmarks/dynamics.py`` trains its
 ``df`` model), then rolled out autoregressively (``df_ar``: one new token per window, stabilization,
 KV cache ``cache="window"``) from true context with each sampler below, for several sampling seeds.
+Then progressive distillation (``dforce.distillation``): a 10-step student of the model's 50-step
+DDIM, a 5-step student of that one and a 1-step student of the 5-step one (``distill_steps``
+training steps each, the training loop of the benchmark), each sampled with DDIM on its own grid.
 
 Metrics, as ``benchmarks/dynamics.py`` computes them: ``w1`` = W1 of the last rollout segment (one
 training window, all rollouts) to the true stationary marginals; ``crps`` = ensemble CRPS over the
@@ -12,13 +15,14 @@ backbone pass over the window's changed tokens) per generated token; ``tokens_pe
 the backbone evaluated (batch rows excluded) per generated token, which the KV cache makes smaller
 than ``calls x window``. Both are counted, not assumed.
 
-    python benchmarks/solvers.py           # ~10 min -> results/solvers.{json,md}
+    python benchmarks/solvers.py           # ~12 min -> results/solvers.{json,md}
     python benchmarks/solvers.py --quick   # seconds, a smoke test (writes nothing)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -30,6 +34,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, write_results  # noqa: E402
 
+from dforce.distillation import distillation_loss  # noqa: E402
 from dforce.dynamics.experiment import (  # noqa: E402
     DEFAULT_NOISE,
     SETTINGS,
@@ -52,6 +57,7 @@ SAMPLERS = (REFERENCE, ("ddim", 25, "uniform"), ("ddim", 10, "uniform"), ("ddim"
 CONVERGENCE_STEPS = (5, 10, 20, 40, 80)
 CONVERGENCE_REFERENCE_STEPS = 1000
 TOLERANCE = 0.05
+DISTILLATION = ((50, 10), (10, 5), (5, 1))  # (teacher steps, student steps), each student the next teacher
 
 
 @dataclass
@@ -61,26 +67,34 @@ class BenchConfig(RunConfig):
 
     train_seed: int = 0
     seeds: tuple = (0, 1, 2, 3, 4)
+    distill_steps: int = 1500
 
 
 def quick(cfg: BenchConfig) -> BenchConfig:
     cfg.train_steps, cfg.num_rollouts, cfg.short_contexts, cfg.short_ensemble, cfg.seeds = 20, 4, 2, 2, (0, 1)
+    cfg.distill_steps = 5
     return cfg
 
 
 class CallCounter:
-    """Counts backbone passes and the tokens they evaluate (per batch row) on a cached model."""
+    """Counts backbone passes and the tokens they evaluate (per batch row) on a cached model, while entered."""
 
     def __init__(self, model) -> None:
-        self.calls = self.tokens = 0
-        inner = model.backbone.forward_cached
+        self.backbone, self.calls, self.tokens = model.backbone, 0, 0
+
+    def __enter__(self) -> "CallCounter":
+        inner = self.backbone.forward_cached
 
         def counted(x, *a, **k):
             self.calls += 1
             self.tokens += x.shape[1]
             return inner(x, *a, **k)
 
-        model.backbone.forward_cached = counted
+        self.backbone.forward_cached = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.backbone.forward_cached  # the class's method again
 
 
 def run(cfg: BenchConfig, log) -> dict:
@@ -94,26 +108,42 @@ def run(cfg: BenchConfig, log) -> dict:
         tr.step(next(data))
     train_seconds = round(time.time() - t0, 1)
     log(f"trained {SYSTEM} in {train_seconds}s")
-    model, counter = tr.ema, CallCounter(tr.ema)
+    model = tr.ema
     horizon = cfg.rollout_windows * s.window
     ctx, truth = test[: cfg.num_rollouts, : s.context], test[: cfg.num_rollouts, s.context :]
-    rows = []
-    for solver, steps, spacing in SAMPLERS:
+
+    def measure(model, solver: str, steps: int, spacing: str, name: str) -> dict:
         per_seed = []
         over = dict(steps=steps, solver=solver, level_spacing=spacing)
         for seed in cfg.seeds:
             t1 = time.time()
-            counter.calls = counter.tokens = 0
-            pred = sample(model, ctx, horizon, s, cfg, "df_ar", seed, **over)
+            with CallCounter(model) as counter:
+                pred = sample(model, ctx, horizon, s, cfg, "df_ar", seed, **over)
             calls, tokens = counter.calls / horizon, counter.tokens / horizon
             r = evaluate(pred, truth, reference, s.window, False)
             crps = short_horizon(model, "df_ar", test, s, cfg, seed, **over)["crps_first8"]
             per_seed.append({"seed": seed, "w1": float(r["w1_last"]), "crps": float(crps), "calls_per_token": calls,
                              "tokens_per_token": tokens, "diverged_fraction": float(r["diverged_fraction"]),
                              "seconds": round(time.time() - t1, 1)})
-            log(f"  {solver:8s} {steps:2d} steps {spacing:7s} seed {seed}: W1 {r['w1_last']:.4f} CRPS {crps:.4f} "
+            log(f"  {name:9s} {steps:2d} steps {spacing:7s} seed {seed}: W1 {r['w1_last']:.4f} CRPS {crps:.4f} "
                 f"calls/token {calls:.2f} ({per_seed[-1]['seconds']}s)")
-        rows.append({"sampler": solver, "steps": steps, "level_spacing": spacing, "per_seed": per_seed})
+        return {"sampler": name, "steps": steps, "level_spacing": spacing, "per_seed": per_seed}
+
+    rows = [measure(model, solver, steps, spacing, solver) for solver, steps, spacing in SAMPLERS]
+    # progressive distillation: each student starts as a copy of its teacher and learns one of its
+    # steps from `teacher_steps / student_steps` teacher DDIM steps (dforce.distillation)
+    teacher, data = model, batches(train, s.window, cfg.batch_size, torch.Generator().manual_seed(cfg.train_seed + 1))
+    for teacher_steps, student_steps in DISTILLATION:
+        student = Trainer(copy.deepcopy(teacher), cfg, cfg.distill_steps, cfg.train_seed)
+        t1 = time.time()
+        for _ in range(cfg.distill_steps):
+            student.step(next(data), loss_fn=lambda m, x: distillation_loss(m, teacher, x, teacher_steps=teacher_steps,
+                                                                            student_steps=student_steps, generator=student.gen))
+        seconds = round(time.time() - t1, 1)
+        log(f"distilled {teacher_steps} -> {student_steps} steps in {seconds}s")
+        teacher = student.ema
+        rows.append({**measure(teacher, "ddim", student_steps, "uniform", "distilled"), "distilled_from_steps": teacher_steps,
+                     "distill_seconds": seconds})
     summarize(rows)
     return {"rows": rows, "convergence": convergence(model, ctx, s, log), "train_seconds": train_seconds}
 
@@ -157,12 +187,16 @@ def markdown(res: dict) -> str:
     c, rows = res["config"], res["rows"]
     ref = rows[0]
     noise = {k: ref[k]["std"] / ref[k]["mean"] for k in ("w1", "crps")}
-    lines = ["# Solvers: DDIM vs DPM-Solver++(2M) at equal quality", "",
+    distilled = [r for r in rows if "distill_seconds" in r]
+    lines = ["# Solvers: DDIM, DPM-Solver++(2M) and distilled students at equal quality", "",
              f"{SYSTEM}, one Diffusion Forcing model ({c['train_steps']} training steps, seed {c['train_seed']}, "
              f"{res['train_seconds']} s), autoregressive rollouts of {c['rollout_windows']}x the window (one new token per "
              f"window, stabilization {c['stabilization_level']}, KV cache), {c['num_rollouts']} rollouts per sampling seed, "
              f"sampling seeds {list(c['seeds'])}. Wall time {res['total_seconds']:.0f} s on {res['machine']['cpu_count']} "
              f"cores, 1 torch thread.", "",
+             "- **distilled**: progressive distillation (`dforce.distillation`) from the row above it, "
+             + ", ".join(f"{r['distilled_from_steps']} -> {r['steps']} steps in {r['distill_seconds']} s" for r in distilled)
+             + f" ({c['distill_steps']} steps of the training loop each); sampled with DDIM on the student's grid.",
              "- **W1**: last rollout segment against the true stationary marginals (as `benchmarks/dynamics.py`).",
              f"- **CRPS**: first 8 tokens, {c['short_ensemble']}-member ensembles from {c['short_contexts']} contexts.",
              "- **calls/token**: denoiser invocations (network passes; one per scheduling-matrix row) per generated "
