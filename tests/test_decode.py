@@ -103,9 +103,10 @@ def test_a_failing_compiler_raises_one_line(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["concat", "adaln"])
-def test_compiled_sampling_equals_eager(kind, compiles):
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1 compiles explicit attention instead of SDPA
+def test_compiled_sampling_equals_eager(kind, batch, compiles):
     model = DiffusionForcing(backbone(kind), window=6)
-    ctx = torch.randn(2, 2, 3)
+    ctx = torch.randn(batch, 2, 3)
     kw = dict(steps=3, chunk_size=1, history_len=5, seed=1)
     if not compiles:
         return assert_refused(lambda: model.sample(ctx, 8, cache="rolling", compile=True, **kw))

@@ -123,7 +123,12 @@ def decode_attention(attn: "Attention", y: Tensor, step: "DecodeStep", layer: in
     step.val[layer].index_copy_(2, step.pos, qkv[:, 2])
     qk = rotate_pairs(qkv[:, :2], step.cos2, step.sin2)
     step.rot[layer].index_copy_(2, step.pos, qk[:, 1])
-    out = F.scaled_dot_product_attention(qk[:, 0], step.rot[layer], step.val[layer], attn_mask=step.bias)
+    if b == 1 and torch.compiler.is_compiling():
+        # inductor fuses explicit attention into its loops (SDPA stays an extern call): 1.3x at B = 1, slower at B = 16
+        scores = (qk[:, 0] @ step.rot[layer].transpose(-1, -2)) * (d // attn.heads) ** -0.5 + step.bias
+        out = torch.softmax(scores, -1) @ step.val[layer]
+    else:
+        out = F.scaled_dot_product_attention(qk[:, 0], step.rot[layer], step.val[layer], attn_mask=step.bias)
     return linear(out.reshape(b, d), attn.proj.weight, attn.proj.bias)
 
 

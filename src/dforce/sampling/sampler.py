@@ -83,17 +83,26 @@ def ddim_step(
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     if (s > t).any():
         raise ValueError("ddim_step moves tokens to a lower noise level; got a level that rises (s > t)")
-    a_t, s_t = schedule.alpha_sigma(t)
-    a_s, s_s = schedule.alpha_sigma(s)
+    return ddim_update(x_t, x0_hat, eps_hat, schedule.alpha_sigma(t), schedule.alpha_sigma(s), eta, noise)
+
+
+def ddim_update(
+    x_t: Tensor, x0_hat: Tensor, eps_hat: Tensor, alpha_sigma_t: tuple[Tensor, Tensor], alpha_sigma_s: tuple[Tensor, Tensor],
+    eta: float = 0.0, noise: Optional[Tensor] = None,
+) -> Tensor:
+    """:func:`ddim_step` given the scales ``(alpha, sigma)`` [B, W] of both levels (unchecked)."""
+    (a_t, s_t), (a_s, s_s) = alpha_sigma_t, alpha_sigma_s
+    if eta == 0:
+        out = expand_like(a_s, x_t) * x0_hat.float() + expand_like(s_s, x_t) * eps_hat.float()
+        return out.to(x_t.dtype)
     # r = alpha_t^2 sigma_s^2 / (alpha_s^2 sigma_t^2) <= 1; c^2 = eta^2 sigma_s^2 (1 - r) and the eps
     # coefficient sqrt(sigma_s^2 - c^2) = sigma_s sqrt((1 - eta^2) + eta^2 r), free of cancellation
     r = ((a_t * s_s) ** 2 / ((a_s * s_t) ** 2).clamp_min(1e-30)).clamp(0, 1)
     dir_scale = s_s * ((1 - eta**2) + eta**2 * r).sqrt()
     out = expand_like(a_s, x_t) * x0_hat.float() + expand_like(dir_scale, x_t) * eps_hat.float()
-    if eta > 0:
-        if noise is None:
-            raise ValueError("eta > 0 needs a noise tensor")
-        out = out + expand_like(eta * s_s * (1 - r).sqrt(), x_t) * noise.float()
+    if noise is None:
+        raise ValueError("eta > 0 needs a noise tensor")
+    out = out + expand_like(eta * s_s * (1 - r).sqrt(), x_t) * noise.float()
     return out.to(x_t.dtype)
 
 
@@ -127,12 +136,13 @@ def dpmpp_2m_step(
     return (out.float() + expand_like(coef, x_t) * (x0_hat.float() - x0_prev.float())).to(x_t.dtype)
 
 
-def _known_inputs(values: Tensor, level: Tensor, history: str, schedule: NoiseSchedule, eps: Optional[Tensor], generator) -> Tensor:
+def _known_inputs(values: Tensor, scales: tuple[Tensor, Tensor], history: str, eps: Optional[Tensor], generator) -> Tensor:
+    """How known tokens ``values`` are fed at levels with ``scales = (alpha, sigma)`` [B, W] (see ``history``)."""
     if history == "relabel":
         return values
     if history == "replacement":
         eps = torch.randn(values.shape, generator=generator, device=values.device, dtype=values.dtype)
-    return schedule.q_sample(values, level, eps)
+    return (expand_like(scales[0], values) * values.float() + expand_like(scales[1], values) * eps.float()).to(values.dtype)
 
 
 def iter_sample_window(
@@ -170,6 +180,8 @@ def iter_sample_window(
     n_hist = int(known.all(0).long().cumprod(0).sum())  # leading tokens known in every batch row
     fixed_eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if history == "noise" else None
     rows = levels.shape[1]
+    alpha, sigma = schedule.alpha_sigma(levels)  # [B, R, W], once per window
+    alpha_fin, sigma_fin = schedule.alpha_sigma(torch.tensor(finished_level))
     # dpm++2m: each token's x0_hat and level at its last move (t_prev == its level: no last move)
     x0_prev, t_prev = None, levels[:, 0]
     iterator = range(rows - 1)
@@ -183,24 +195,29 @@ def iter_sample_window(
         if moving.any():
             # what the network is fed: known tokens, and tokens finished in this window, at their level
             fed = known | ((t == 0) & (finished_level > 0))
-            t_in = torch.where(known | ~fed, t, torch.full_like(t, finished_level))
-            values = x if known_mask is None else torch.where(expand_like(known, x), known_values, x)
-            x_in = torch.where(expand_like(fed, x), _known_inputs(values, t_in, history, schedule, fixed_eps, generator), x)
+            at_level = known | ~fed  # fed at their row's level; the others at finished_level
+            t_in = torch.where(at_level, t, torch.full_like(t, finished_level))
+            scales_t = alpha[:, r], sigma[:, r]
+            x_in = x
+            if fed.any():
+                scales_in = torch.where(at_level, scales_t[0], alpha_fin), torch.where(at_level, scales_t[1], sigma_fin)
+                values = x if known_mask is None else torch.where(expand_like(known, x), known_values, x)
+                x_in = torch.where(expand_like(fed, x), _known_inputs(values, scales_in, history, fixed_eps, generator), x)
             info = StepInfo(r, schedule, t_in, moving, known_mask, known_values, generated_mask, generator, start, n_hist)
             if begin_step is not None:
                 begin_step(info)
             x0_hat, eps_hat = guidance(denoise, x_in, t_in, cond, info)
             if clip_x0 is not None:
-                a_t, s_t = schedule.alpha_sigma(t)
                 x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
-                eps_hat = (x.float() - expand_like(a_t, x) * x0_hat.float()) / expand_like(s_t, x).clamp_min(1e-6)
+                eps_hat = (x.float() - expand_like(scales_t[0], x) * x0_hat.float()) / expand_like(scales_t[1], x).clamp_min(1e-6)
             s_in = torch.where(moving, s, t)
             if solver == "dpm++2m":
                 stepped = dpmpp_2m_step(x, x0_hat, eps_hat, t, s_in, schedule, x0_prev, t_prev)
                 x0_prev = x0_hat
             else:
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32) if eta > 0 else None
-                stepped = ddim_step(x, x0_hat, eps_hat, t, s_in, schedule, eta, noise)
+                scales_s = torch.where(moving, alpha[:, r + 1], scales_t[0]), torch.where(moving, sigma[:, r + 1], scales_t[1])
+                stepped = ddim_update(x, x0_hat, eps_hat, scales_t, scales_s, eta, noise)
             x = torch.where(expand_like(moving, x), stepped, x)
         t_prev = torch.where(moving, t, s)
         if r < rows - 2:
