@@ -18,6 +18,7 @@ still denoising (see ``dforce.sampling.cached``). ``forward`` itself never touch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from typing import Any, Callable, NamedTuple, Optional
@@ -25,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
@@ -211,6 +213,17 @@ def decode_one(backbone: nn.Module, x: Tensor, t: Tensor, cond: Optional[Tensor]
     return out
 
 
+MATH_ATTENTION_MAX_TOKENS = 128
+
+
+def math_attention(q: Tensor) -> bool:
+    """Whether bf16 training on a CPU should use SDPA's math kernel for queries ``q`` [B, H, n, Dh]: the
+    CPU flash kernel's bf16 backward is slow on short windows (training steps 1.26-1.5x faster at
+    n <= 128, 0.95x at 256; fp32 gains nothing; ``docs/speed.md``)."""
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled() and q.requires_grad
+            and q.shape[-2] <= MATH_ATTENTION_MAX_TOKENS)
+
+
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -224,7 +237,8 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         q, k = rotary(q, positions), rotary(k, positions)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        with sdpa_kernel(SDPBackend.MATH) if math_attention(q) else contextlib.nullcontext():
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
