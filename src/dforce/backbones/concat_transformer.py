@@ -19,7 +19,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from dforce.backbones.transformer import (
-    Attention, DecodeStep, KVCache, check_sizes, decode_attention, decode_one, linear, timestep_embedding,
+    Attention, DecodeStep, KVCache, check_sizes, decode_attention, decode_one, linear, rotary_cos_sin, timestep_embedding,
 )
 
 
@@ -32,8 +32,8 @@ class PostNormBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.ffn = nn.Sequential(nn.Linear(width, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, width))
 
-    def forward(self, h: Tensor, positions: Tensor, causal: bool) -> Tensor:
-        h = self.norm1(h + self.attn(h, positions, causal))
+    def forward(self, h: Tensor, rope: tuple[Tensor, Tensor], causal: bool) -> Tensor:
+        h = self.norm1(h + self.attn(h, rope, causal))
         return self.norm2(h + self.ffn(h))
 
     def forward_cached(self, h: Tensor, cache: KVCache, layer: int, commit: bool) -> Tensor:
@@ -93,8 +93,9 @@ class ConcatTransformer(nn.Module):
         h = self._input(x, t, cond)
         if positions is None:
             positions = torch.arange(x.shape[1], device=x.device)
+        rope = rotary_cos_sin(positions, self.blocks[0].attn.head_dim, torch.float32)
         for block in self.blocks:
-            h = block(h, positions, self.causal)
+            h = block(h, rope, self.causal)
         return self.out(h)
 
     def new_cache(self, max_len: Optional[int] = None, compile: bool = False) -> KVCache:

@@ -71,11 +71,6 @@ def check_sizes(name: str, **sizes: float) -> None:
             raise ValueError(f"{name}: {key} must be > 0, got {value}")
 
 
-def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
-    """Rotate pairs of channels of ``x`` [B, H, T, Dh] by angles ``positions * freq``."""
-    return apply_rotary(x, *rotary_cos_sin(positions, x.shape[-1], x.dtype, base))
-
-
 def rotary_cos_sin(positions: Tensor, dh: int, dtype: torch.dtype, base: float = 10000.0) -> tuple[Tensor, Tensor]:
     """Cosines and sines of the rotary angles for ``positions`` [T] or [B, T]: each [T, Dh/2] or [B, 1, T, Dh/2]."""
     freqs = base ** (-torch.arange(0, dh, 2, device=positions.device, dtype=torch.float32) / dh)
@@ -229,14 +224,16 @@ class Attention(nn.Module):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} must be divisible by heads {heads}")
-        self.heads = heads
+        self.heads, self.head_dim = heads, width // heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, positions: Tensor, causal: bool) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], causal: bool) -> Tensor:
+        """``x`` [B, n, D] with rotary tables ``rope`` (:func:`rotary_cos_sin` of the positions, made once per forward)."""
         b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, positions), rotary(k, positions)
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(qkv[:2], *(r.to(qkv.dtype) for r in rope))
+        v = qkv[2]
         with sdpa_kernel(SDPBackend.MATH) if math_attention(q) else contextlib.nullcontext():
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
@@ -408,9 +405,9 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: Tensor, c: Tensor, positions: Tensor, causal: bool) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, rope: tuple[Tensor, Tensor], causal: bool) -> Tensor:
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).chunk(6, -1)
-        x = x + g1 * self.attn(modulate(self.norm1(x), sh1, sc1), positions, causal)
+        x = x + g1 * self.attn(modulate(self.norm1(x), sh1, sc1), rope, causal)
         return x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
 
     def forward_cached(self, x: Tensor, c: Tensor, cache: KVCache, layer: int, commit: bool) -> Tensor:
@@ -467,10 +464,11 @@ class Transformer(nn.Module):
             raise ValueError(f"noise levels must have shape [B, T] = {tuple(x.shape[:2])}, got {tuple(t.shape)}")
         if positions is None:
             positions = torch.arange(x.shape[1], device=x.device)
+        rope = rotary_cos_sin(positions, self.blocks[0].attn.head_dim, torch.float32)
         c = self.noise_embed(t, cond)
         h = self.embed(x)
         for block in self.blocks:
-            h = block(h, c, positions, self.causal)
+            h = block(h, c, rope, self.causal)
         shift, scale = self.final_ada(c).chunk(2, -1)
         return self.out(modulate(self.norm(h), shift, scale))
 
