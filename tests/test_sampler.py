@@ -253,3 +253,17 @@ def test_deterministic_steps_draw_no_noise():
     sample_window(gaussian_denoiser(sched), x, level_grid(4)[scheduling_matrix("pyramid", 3, 4)], schedule=sched, eta=0.0,
                   history="relabel", generator=g)
     assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(5)))
+
+
+def test_fp32_switches_off_an_outer_autocast():
+    from dforce.sampling import autocast
+
+    w = torch.randn(8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (w @ w).dtype == torch.bfloat16
+        with autocast("cpu", "fp32"):
+            assert (w @ w).dtype == torch.float32
+        with autocast("cpu", "bf16"):
+            assert (w @ w).dtype == torch.bfloat16
+    with autocast("cpu", "fp32"):
+        assert (w @ w).dtype == torch.float32

@@ -96,10 +96,11 @@ class DiffusionForcing(nn.Module):
     def causal(self) -> bool:
         return bool(self.backbone.causal)
 
-    def prediction(self, out: Tensor, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw backbone output ``out`` for tokens ``x`` at levels ``t`` -> ``(x0_hat, eps_hat)`` (fp32)."""
+    def prediction(self, out: Tensor, x: Tensor, t: Tensor, scales: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
+        """Raw backbone output ``out`` for tokens ``x`` at levels ``t`` -> ``(x0_hat, eps_hat)`` (fp32);
+        ``scales``: ``(alpha, sigma)`` of ``t`` where the caller has them."""
         out = out.float()
-        alpha, sigma = self.noise_schedule.alpha_sigma(t)
+        alpha, sigma = self.noise_schedule.alpha_sigma(t) if scales is None else scales
         return to_x0_eps(self.parametrization, out, x.float(), expand_like(alpha, out), expand_like(sigma, out))
 
     def denoise(self, x: Tensor, t: Tensor, cond: Any = None) -> tuple[Tensor, Tensor]:

@@ -70,12 +70,13 @@ class CachedDenoiser:
         self.cache_start = 0  # rolling mode: rollout index of the first cached token
         self.upto: Optional[int] = None
         self.history, self.start, self.evaluated_tokens = 0, 0, 0
+        self.info: Optional[StepInfo] = None
 
     def begin_step(self, info: StepInfo) -> None:
         """Called by the row loop: only tokens up to the last moving one are needed this step."""
         idx = info.moving.any(0).nonzero()
         self.upto = int(idx[-1]) + 1 if len(idx) else info.t.shape[1]
-        self.history, self.start = info.history, info.start
+        self.history, self.start, self.info = info.history, info.start, info
 
     def _run(self, x: Tensor, t: Tensor, cond: Optional[Tensor], a: int, b: int, commit: bool) -> Tensor:
         with autocast(x.device, self.precision):
@@ -126,4 +127,5 @@ class CachedDenoiser:
         pred = self._window(x, t, cond, q) if self.mode == "window" else self._rolling(x, t, cond, q)
         if q < w:
             pred = torch.cat([pred, pred.new_zeros(pred.shape[0], w - q, *pred.shape[2:])], 1)
-        return self.model.prediction(pred, x, t)
+        scales = self.info.scales if self.info is not None and t is self.info.t else None  # the row loop's, for these levels
+        return self.model.prediction(pred, x, t, scales)

@@ -41,15 +41,18 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     """The one precision switch: bf16 autocast for ``precision='bf16'``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    kind = torch.device(device).type
+    if precision == "fp32" and not torch.is_autocast_enabled(kind):
+        return contextlib.nullcontext()  # nothing to switch off; an autocast object costs ~20 us per network call
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass
 class StepInfo:
     """One row transition, for guidance and stateful denoisers: levels fed ``t`` [B, W], tokens
     ``moving`` [B, W], history ``known_mask`` [B, W] with clean ``known_values`` [B, W, ...], the
-    self-generated part of it ``generated_mask``; the window's first token ``start`` in the rollout
-    and its count of leading history tokens ``history``."""
+    self-generated part of it ``generated_mask``; the window's first token ``start`` in the rollout,
+    its count of leading history tokens ``history``, and ``scales = (alpha, sigma)`` of ``t``."""
 
     row: int
     schedule: NoiseSchedule
@@ -61,6 +64,7 @@ class StepInfo:
     generator: Optional[torch.Generator] = None
     start: int = 0
     history: int = 0
+    scales: Optional[tuple[Tensor, Tensor]] = None
 
 
 class Guidance(Protocol):
@@ -180,8 +184,19 @@ def iter_sample_window(
     n_hist = int(known.all(0).long().cumprod(0).sum())  # leading tokens known in every batch row
     fixed_eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if history == "noise" else None
     rows = levels.shape[1]
-    alpha, sigma = schedule.alpha_sigma(levels)  # [B, R, W], once per window
-    alpha_fin, sigma_fin = schedule.alpha_sigma(torch.tensor(finished_level))
+    # every row's masks and scales in one pass per window, not a dozen small ops per row
+    t_all, s_all = levels[:, :-1], levels[:, 1:]  # [B, R - 1, W]
+    alpha, sigma = schedule.alpha_sigma(levels)  # [B, R, W]
+    alpha_fin, sigma_fin = schedule.alpha_sigma(torch.tensor(finished_level, device=x.device))
+    moving_all = (s_all < t_all) & ~known[:, None]
+    # what the network is fed: known tokens, and tokens finished in this window, at their level
+    fed_all = known[:, None] | ((t_all == 0) & (finished_level > 0))
+    at_level = known[:, None] | ~fed_all  # fed at their row's level; the others at finished_level
+    t_in_all = torch.where(at_level, t_all, finished_level)
+    alpha_in, sigma_in = torch.where(at_level, alpha[:, :-1], alpha_fin), torch.where(at_level, sigma[:, :-1], sigma_fin)
+    alpha_s, sigma_s = torch.where(moving_all, alpha[:, 1:], alpha[:, :-1]), torch.where(moving_all, sigma[:, 1:], sigma[:, :-1])
+    any_moving, any_fed = moving_all.any(2).any(0).tolist(), fed_all.any(2).any(0).tolist()
+    known_x = expand_like(known, x)
     # dpm++2m: each token's x0_hat and level at its last move (t_prev == its level: no last move)
     x0_prev, t_prev = None, levels[:, 0]
     iterator = range(rows - 1)
@@ -190,40 +205,35 @@ def iter_sample_window(
 
         iterator = tqdm(iterator, desc="denoising", leave=False)
     for r in iterator:
-        t, s = levels[:, r], levels[:, r + 1]
-        moving = (s < t) & ~known
-        if moving.any():
-            # what the network is fed: known tokens, and tokens finished in this window, at their level
-            fed = known | ((t == 0) & (finished_level > 0))
-            at_level = known | ~fed  # fed at their row's level; the others at finished_level
-            t_in = torch.where(at_level, t, torch.full_like(t, finished_level))
-            scales_t = alpha[:, r], sigma[:, r]
+        moving = moving_all[:, r]
+        if any_moving[r]:
+            t_in, scales_in = t_in_all[:, r], (alpha_in[:, r], sigma_in[:, r])
             x_in = x
-            if fed.any():
-                scales_in = torch.where(at_level, scales_t[0], alpha_fin), torch.where(at_level, scales_t[1], sigma_fin)
-                values = x if known_mask is None else torch.where(expand_like(known, x), known_values, x)
-                x_in = torch.where(expand_like(fed, x), _known_inputs(values, scales_in, history, fixed_eps, generator), x)
-            info = StepInfo(r, schedule, t_in, moving, known_mask, known_values, generated_mask, generator, start, n_hist)
+            if any_fed[r]:
+                values = x if known_mask is None else torch.where(known_x, known_values, x)
+                x_in = torch.where(expand_like(fed_all[:, r], x), _known_inputs(values, scales_in, history, fixed_eps, generator), x)
+            info = StepInfo(r, schedule, t_in, moving, known_mask, known_values, generated_mask, generator, start, n_hist, scales_in)
             if begin_step is not None:
                 begin_step(info)
             x0_hat, eps_hat = guidance(denoise, x_in, t_in, cond, info)
+            scales_t = alpha[:, r], sigma[:, r]
             if clip_x0 is not None:
                 x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
                 eps_hat = (x.float() - expand_like(scales_t[0], x) * x0_hat.float()) / expand_like(scales_t[1], x).clamp_min(1e-6)
-            s_in = torch.where(moving, s, t)
             if solver == "dpm++2m":
-                stepped = dpmpp_2m_step(x, x0_hat, eps_hat, t, s_in, schedule, x0_prev, t_prev)
+                t, s = levels[:, r], levels[:, r + 1]
+                stepped = dpmpp_2m_step(x, x0_hat, eps_hat, t, torch.where(moving, s, t), schedule, x0_prev, t_prev)
                 x0_prev = x0_hat
             else:
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32) if eta > 0 else None
-                scales_s = torch.where(moving, alpha[:, r + 1], scales_t[0]), torch.where(moving, sigma[:, r + 1], scales_t[1])
-                stepped = ddim_update(x, x0_hat, eps_hat, scales_t, scales_s, eta, noise)
+                stepped = ddim_update(x, x0_hat, eps_hat, scales_t, (alpha_s[:, r], sigma_s[:, r]), eta, noise)
             x = torch.where(expand_like(moving, x), stepped, x)
-        t_prev = torch.where(moving, t, s)
+        if solver == "dpm++2m":
+            t_prev = torch.where(moving, levels[:, r], levels[:, r + 1])
         if r < rows - 2:
             yield r, x
     if known_mask is not None:
-        x = torch.where(expand_like(known, x), known_values, x)
+        x = torch.where(known_x, known_values, x)
     yield rows - 2, x
 
 
