@@ -4,7 +4,7 @@
     python benchmarks/reference_workload.py --quick             # smoke run, no results written
     python benchmarks/reference_workload.py --device cuda --reference DIR   # the same table on a GPU
     python benchmarks/reference_workload.py --threads 1 --batches 1 16 --models equal --caches window rolling \
-        --no-training --out speed_decode       # a few rows, eager and compiled (~10 min)
+        --no-training --out speed_subset       # a few rows, eager and compiled (~10 min)
 
 The workload (issue 15): 20-float tokens; 12 layers, width 128, 4 heads, FFN 512; x0 objective,
 linear betas over 1000 steps; 50 DDIM steps, eta 0; window 64; one context token; autoregressive
