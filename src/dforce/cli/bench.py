@@ -6,7 +6,8 @@ import runpy
 import sys
 from pathlib import Path
 
-NAMES = ("core", "forecast", "video", "planning", "rollout_speed", "reference_workload", "reliability", "dynamics", "solvers", "mutation")
+NAMES = ("core", "forecast", "video", "planning", "rollout_speed", "reference_workload", "attention_kernel", "reliability", "dynamics", "solvers",
+         "mutation")
 
 
 def main(argv: list[str]) -> int:
