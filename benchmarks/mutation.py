@@ -54,6 +54,7 @@ TESTS = {
     "guidance/reward.py": ["test_reward.py"],
     "guidance/reconstruction.py": ["test_video_backbone_sampling.py"],
     "model.py": ["test_model.py", "test_rollout.py", "test_cached.py"],
+    "distillation.py": ["test_distillation.py"],
 }
 # (module, line, operator) -> why no input can tell the mutant from the original
 EQUIVALENT: dict[tuple[str, int, str], str] = {
@@ -65,11 +66,11 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("diffusion/weighting.py", 71, "core/ReplaceComparisonOperator_Eq_GtE"):
         "`kind >= 'sigmoid'`: check_weighting has admitted only uniform (returned earlier), sigmoid, min_snr and fused_snr, "
         "and only 'sigmoid' of those is >= 'sigmoid'",
-    ("sampling/cached.py", 87, "core/NumberReplacer"):
+    ("sampling/cached.py", 90, "core/NumberReplacer"):
         "`self.inputs[0]` -> `self.inputs[1]`: the cached tokens and their levels always have the same number of tokens",
-    ("sampling/cached.py", 105, "core/ReplaceComparisonOperator_GtE_Is"):
+    ("sampling/cached.py", 108, "core/ReplaceComparisonOperator_GtE_Is"):
         "`drop >= length` -> `drop is length`: for a larger drop, drop_front(drop) empties every built-in cache just as clear() does",
-    ("sampling/cached.py", 105, "core/ReplaceComparisonOperator_GtE_Eq"):
+    ("sampling/cached.py", 108, "core/ReplaceComparisonOperator_GtE_Eq"):
         "`drop >= length` -> `drop == length`: as above",
 }
 
