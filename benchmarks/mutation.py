@@ -48,7 +48,7 @@ TESTS = {
     "sampling/scheduling.py": ["test_scheduling.py", "test_rollout.py"],
     "sampling/sampler.py": ["test_sampler.py", "test_rollout.py", "test_cached.py"],
     "sampling/rollout.py": ["test_rollout.py", "test_cached.py", "test_model.py"],
-    "sampling/cached.py": ["test_cached.py", "test_rnn.py"],
+    "sampling/cached.py": ["test_cached.py", "test_rnn.py", "test_decode.py"],
     "guidance/cfg.py": ["test_model.py", "test_history.py", "test_cached.py"],
     "guidance/history.py": ["test_history.py", "test_cached.py"],
     "guidance/reward.py": ["test_reward.py"],
@@ -66,6 +66,8 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("diffusion/weighting.py", 71, "core/ReplaceComparisonOperator_Eq_GtE"):
         "`kind >= 'sigmoid'`: check_weighting has admitted only uniform (returned earlier), sigmoid, min_snr and fused_snr, "
         "and only 'sigmoid' of those is >= 'sigmoid'",
+    ("sampling/sampler.py", 231, "core/ReplaceComparisonOperator_Eq_GtE"):
+        "`solver == 'dpm++2m'` -> `>=`: check_solver has admitted only 'ddim' and 'dpm++2m', and 'ddim' < 'dpm++2m'",
     ("sampling/cached.py", 90, "core/NumberReplacer"):
         "`self.inputs[0]` -> `self.inputs[1]`: the cached tokens and their levels always have the same number of tokens",
     ("sampling/cached.py", 108, "core/ReplaceComparisonOperator_GtE_Is"):

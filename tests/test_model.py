@@ -122,6 +122,16 @@ def test_explicit_noise_levels_must_lie_in_the_unit_interval():
             model.loss(x, noise_levels=torch.full((2, 4), bad))
 
 
+def test_noise_clip_bounds_the_training_noise_on_both_sides():
+    from dforce import testing
+
+    model = DiffusionForcing(testing.SpyBackbone(Transformer(dim=3, width=16, depth=1, heads=2)), window=8, noise_clip=0.5)
+    model.loss(torch.zeros(64, 8, 3), noise_levels=torch.ones(64, 8))  # x_t = sigma(1) eps, sigma(1) ~ 1
+    fed = model.backbone.calls[-1]["x"]
+    assert fed.max() <= 0.5 and fed.min() >= -0.5
+    assert (fed > 0.45).float().mean() > 0.2 and (fed < -0.45).float().mean() > 0.2  # clipped at both ends, not shifted
+
+
 def test_noise_clip_must_be_positive():
     assert DiffusionForcing(Transformer(dim=3, width=16, depth=1, heads=2), window=8, noise_clip=0.5).noise_clip == 0.5
     for bad in (0.0, -1.0):

@@ -39,9 +39,10 @@ from dforce.sampling.scheduling import level_grid
 
 def x0_for_step(x_t: Tensor, x_s: Tensor, alpha_sigma_t: tuple[Tensor, Tensor], alpha_sigma_s: tuple[Tensor, Tensor]) -> Tensor:
     """The ``x0`` with which one DDIM step (eta 0) moves ``x_t`` [B, T, ...] to ``x_s``: per token
-    ``(x_s - r x_t) / (alpha_s - r alpha_t)``, ``r = sigma_s / sigma_t``; alphas and sigmas [B, T], ``s < t``."""
+    ``(x_s - r x_t) / (alpha_s - r alpha_t)``, ``r = sigma_s / sigma_t``; alphas and sigmas [B, T],
+    ``s < t`` (so ``sigma_t > 0``; a token with ``s = t`` gets 0 / 0)."""
     (a_t, s_t), (a_s, s_s) = alpha_sigma_t, alpha_sigma_s
-    r = s_s / s_t.clamp_min(1e-12)
+    r = s_s / s_t
     return (x_s - expand_like(r, x_t) * x_t) / expand_like(a_s - r * a_t, x_t)
 
 
