@@ -130,6 +130,17 @@ def test_a_student_learns_the_teachers_two_steps():
     assert err(student_one) < 0.7 * err(teacher_one), (err(student_one), err(teacher_one))
 
 
+@pytest.mark.parametrize("parametrization", ["eps", "x0", "v", "flow"])
+def test_clean_history_gives_finite_gradients(parametrization):
+    # history at level 0 (sigma = 0): its x0* and eps* are 0 / 0, which must not reach the gradient
+    teacher = tiny(parametrization)
+    student = copy.deepcopy(teacher)
+    loss = distillation_loss(student, teacher, torch.randn(4, 8, 3), teacher_steps=4, student_steps=2, max_history_level=0.0,
+                             generator=torch.Generator().manual_seed(8))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+
+
 def test_bad_inputs_name_the_fix():
     m = tiny()
     with pytest.raises(ValueError, match="multiple of student_steps"):

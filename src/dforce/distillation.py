@@ -93,9 +93,11 @@ def distillation_loss(
         x_s = sample_window(teacher.denoise, x_t, levels, schedule=schedule, cond=cond, known_mask=~moving, known_values=x_t,
                             history="relabel", generator=generator)
     a_t, s_t = schedule.alpha_sigma(t)
-    # known tokens do not move (s = t): their x0* is 0 / 0; they take the clean token and carry no loss
-    x0 = torch.where(expand_like(moving, x_t), x0_for_step(x_t, x_s, (a_t, s_t), schedule.alpha_sigma(s)), tokens)
-    eps_star = (x_t - expand_like(a_t, x_t) * x0) / expand_like(s_t, x_t)
+    # known tokens do not move (s = t): their x0* is 0 / 0 (and eps* too at level 0); they take the
+    # clean token and its noise, and carry no loss
+    moving_x = expand_like(moving, x_t)
+    x0 = torch.where(moving_x, x0_for_step(x_t, x_s, (a_t, s_t), schedule.alpha_sigma(s)), tokens)
+    eps_star = torch.where(moving_x, (x_t - expand_like(a_t, x_t) * x0) / expand_like(s_t, x_t), eps)
     tgt = target(student.parametrization, x0, eps_star, expand_like(a_t, x_t), expand_like(s_t, x_t))
     pred = student.backbone(x_t, t, cond).float()
     per_token = ((pred - tgt) ** 2).flatten(2).mean(-1) * loss_weight(student.weighting, schedule.logsnr(t), student.parametrization, schedule)
