@@ -66,6 +66,11 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("diffusion/weighting.py", 71, "core/ReplaceComparisonOperator_Eq_GtE"):
         "`kind >= 'sigmoid'`: check_weighting has admitted only uniform (returned earlier), sigmoid, min_snr and fused_snr, "
         "and only 'sigmoid' of those is >= 'sigmoid'",
+    ("model.py", 148, "core/ReplaceComparisonOperator_Eq_LtE"):
+        "`x.shape[0] == 0` -> `<= 0`: a shape is never negative",
+    ("model.py", 194, "core/ReplaceComparisonOperator_Gt_GtE"):
+        "`target_w > 0` -> `>= 0`: the weight is then multiplied by target_w, zero where the two differ, and w is finite "
+        "(clipped logSNR)",
     ("sampling/sampler.py", 231, "core/ReplaceComparisonOperator_Eq_GtE"):
         "`solver == 'dpm++2m'` -> `>=`: check_solver has admitted only 'ddim' and 'dpm++2m', and 'ddim' < 'dpm++2m'",
     ("sampling/cached.py", 90, "core/NumberReplacer"):

@@ -78,6 +78,8 @@ def test_padding_is_pure_noise_and_out_of_the_loss():
     model.backbone.forward = spy
     model.loss(x, mask=mask)
     assert (seen["t"][:, 5:] == 1).all()
+    model.loss(x, mask=mask, noise_levels=torch.full((2, 8), 0.3))  # given levels too, for every sequence
+    assert (seen["t"][:, 5:] == 1).all() and torch.allclose(seen["t"][:, :5], torch.tensor(0.3))
 
 
 def test_errors_name_the_problem():
@@ -130,6 +132,20 @@ def test_noise_clip_bounds_the_training_noise_on_both_sides():
     fed = model.backbone.calls[-1]["x"]
     assert fed.max() <= 0.5 and fed.min() >= -0.5
     assert (fed > 0.45).float().mean() > 0.2 and (fed < -0.45).float().mean() > 0.2  # clipped at both ends, not shifted
+
+
+def test_default_denoiser_is_the_plain_uncompiled_one():
+    model = make_model()
+    x, t = torch.randn(2, 5, 4), torch.rand(2, 5)
+    for got, want in zip(model.denoiser()(x, t), model.denoise(x, t)):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("kw", [dict(known_start_prob=-0.1), dict(known_start_prob=1.1), dict(known_start_level=-0.1),
+                                dict(known_start_level=1.1)])
+def test_known_start_options_must_lie_in_the_unit_interval(kw):
+    with pytest.raises(ValueError, match="known_start_prob and known_start_level must lie in"):
+        make_model(**kw)
 
 
 def test_noise_clip_must_be_positive():
