@@ -122,7 +122,7 @@ def decode_attention(attn: "Attention", y: Tensor, step: "DecodeStep", layer: in
     step.rot[layer].index_copy_(2, step.pos, qk[:, 1])
     if b == 1 and torch.compiler.is_compiling():
         # inductor fuses explicit attention into its loops (SDPA stays an extern call): 1.3x at B = 1, slower at B = 16
-        scores = (qk[:, 0] @ step.rot[layer].transpose(-1, -2)) * (d // attn.heads) ** -0.5 + step.bias
+        scores = (qk[:, 0] @ step.rot[layer].transpose(-1, -2)) * attn.head_dim**-0.5 + step.bias
         out = torch.softmax(scores, -1) @ step.val[layer]
     else:
         out = F.scaled_dot_product_attention(qk[:, 0], step.rot[layer], step.val[layer], attn_mask=step.bias)
@@ -201,7 +201,7 @@ def decode_one(backbone: nn.Module, x: Tensor, t: Tensor, cond: Optional[Tensor]
     if x.shape[1] != 1 or not lean_decode(backbone, x, t, cond, cache):
         return None
     a = backbone.blocks[0].attn
-    step = cache.decode_step(x.shape[0], a.heads, a.qkv.in_features // a.heads, x.dtype, x.device)
+    step = cache.decode_step(x.shape[0], a.heads, a.head_dim, x.dtype, x.device)
     out = run_decode(type(backbone)._decode, cache, backbone, x, t, cond, step)
     if commit:
         cache.advance(1)
@@ -231,7 +231,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], causal: bool) -> Tensor:
         """``x`` [B, n, D] with rotary tables ``rope`` (:func:`rotary_cos_sin` of the positions, made once per forward)."""
         b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(qkv[:2], *(r.to(qkv.dtype) for r in rope))
         v = qkv[2]
         with sdpa_kernel(SDPBackend.MATH) if math_attention(q) else contextlib.nullcontext():

@@ -60,9 +60,10 @@ class CachedDenoiser:
 
     def __init__(self, model: Any, precision: str = "fp32", mode: str = "window", compile: bool = False) -> None:
         check_cacheable(model, mode, compile)
-        if mode == "none" or (compile and precision != "fp32"):
-            raise ValueError("CachedDenoiser needs mode 'window' or 'rolling'" if mode == "none" else
-                             "compile=True compiles the fp32 decode step; use precision='fp32' (bf16 does not pay at this size on a CPU)")
+        if mode == "none":
+            raise ValueError("CachedDenoiser needs mode 'window' or 'rolling'")
+        if compile and precision != "fp32":
+            raise ValueError("compile=True compiles the fp32 decode step; use precision='fp32' (bf16 does not pay at this size on a CPU)")
         self.model, self.precision, self.mode = model, precision, mode
         self.cache = model.backbone.new_cache(compile=True) if compile else model.backbone.new_cache()
         self.inputs: Optional[tuple[Tensor, Tensor, Optional[Tensor]]] = None  # window mode: what the cache holds

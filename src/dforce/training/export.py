@@ -129,7 +129,7 @@ def export_model(model: DiffusionForcing, path: str | os.PathLike, extra: Option
         if name in OWN_FILES or "/" in name or name.startswith("."):
             raise ValueError(f"files: {name!r} is not a valid extra file name")
     check_export_path(path, overwrite)
-    config = {"format": FORMAT, "model": model_spec(model), "extra": extra or {}, "files": sorted(files)}
+    config = {"format": FORMAT, "model": model_spec(model), "extra": extra or {}}
     return write_folder(path, model.state_dict(), config, files)
 
 
