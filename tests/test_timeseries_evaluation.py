@@ -85,6 +85,21 @@ def test_linear_baseline_beats_naive_on_a_seasonal_series_and_is_early_stopped()
         lin.predict(f.slice(0, 500), 48)
 
 
+def test_linear_keeps_the_variant_with_the_lower_validation_mse():
+    n = 600
+    t = np.arange(n)
+    rng = np.random.default_rng(0)
+    v = np.sin(2 * np.pi * t / 24)[:, None] + 0.05 * rng.normal(size=(n, 1))
+    v[340:] += 5.0  # a level shift near the end of the training rows: NLinear's last-value shift follows it
+    f = TimeSeriesFrame(v, pd.date_range("2020", periods=n, freq="h"), ["a"], freq="h")
+    train, val = f.slice(0, 400), f.slice(400, 480)
+    auto = Linear(48, 24, epochs=10).fit(train, val=val)
+    d, nl = (Linear(48, 24, epochs=10, subtract_last=s).fit(train, val=val) for s in (False, True))
+    assert auto.subtract_last is True and nl.val_mse < 0.1 * d.val_mse
+    assert auto.val_mse == nl.val_mse
+    assert Linear(48, 24, epochs=2).fit(train).subtract_last is False  # no validation data: DLinear
+
+
 def test_lr_schedule_closed_form():
     assert lr_factor(0, 100, 10) == pytest.approx(0.1)
     assert lr_factor(9, 100, 10) == pytest.approx(1.0)

@@ -110,3 +110,52 @@ def test_baselines_closed_forms(tmp_path):
     np.testing.assert_allclose(rw.samples[2], [[12, 36], [13, 39], [14, 42], [15, 45]])
     out = fan_chart(rw, tmp_path / "fan.png", history=frame)
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_patches_layout_and_round_trip():
+    from dforce.timeseries.forecaster import from_patches, to_patches
+
+    a = np.arange(2 * 6 * 3).reshape(2, 6, 3)  # [B, L, K]
+    p = to_patches(a, 2)
+    assert p.shape == (2, 3, 6)
+    np.testing.assert_array_equal(p[1, 2], np.concatenate([a[1, 4], a[1, 5]]))  # token j = steps 2j, 2j + 1, step-major
+    np.testing.assert_array_equal(from_patches(p, 2), a)
+
+
+def test_patched_forecaster_feeds_the_network_whole_patches():
+    frame = _frame(120, missing=True, covariate=False)
+    fc = Forecaster(**{**TINY, "context_length": 8, "prediction_length": 4, "max_steps": 3}, patch_length=4, lags=[8]).fit(frame)
+    seen = []
+    spy = lambda m, args, kw: seen.append((args[0].shape, kw.get("cond", args[2] if len(args) > 2 else None)))  # noqa: E731
+    hook = fc.model.backbone.register_forward_pre_hook(spy, with_kwargs=True)
+    out = fc.predict(frame, horizon=6, num_samples=3, cache="none")  # 6 steps = 2 patches, cut to 6
+    hook.remove()
+    assert out.samples.shape == (3, 6, 2) and len(out.index) == 6 and np.isfinite(out.samples).all()
+    assert fc.model.window == 3 and fc.features.token_dim == 8
+    assert seen and all(s[-1] == 8 for s, _ in seen) and max(s[1] for s, _ in seen) <= 4  # 2 + 2 tokens of 4 steps x 2 series
+    assert all(c is None or c.shape[-1] == fc.features.cond_dim for _, c in seen)
+
+
+def test_patched_training_origins_fall_on_token_boundaries():
+    from dforce.timeseries.forecaster import Features, WindowDataset
+
+    fc = Forecaster(**{**TINY, "context_length": 8, "prediction_length": 8}, patch_length=4, lags=[8], calendar=False)
+    frame = _frame(80, missing=False, covariate=False)
+    ds = WindowDataset(Features(fc.config, frame), frame)
+    torch.manual_seed(0)
+    for i in range(8, 48):  # windows starting after the first lag (before it, the data's start also hides lags)
+        cond = ds[i]["cond"].numpy()  # [tokens, 4 steps * (value, flag) * 2 series]
+        flags = cond.reshape(4, 4, 2, 2)[..., 1, :]  # [token, step, series]
+        # with the origin on a token boundary and a lag that is a multiple of P, a token's lag
+        # features are either all known or all unknown
+        assert (flags == flags[:, :1]).all()
+
+
+def test_patch_length_must_divide_the_window_and_covariates_cover_whole_patches():
+    with pytest.raises(ValueError, match="multiples of patch_length"):
+        Forecaster(context_length=6, prediction_length=4, patch_length=4)
+    frame = _frame(100)
+    fc = Forecaster(**{**TINY, "context_length": 8, "prediction_length": 4, "max_steps": 2}, patch_length=4).fit(frame.slice(0, 80))
+    with pytest.raises(ValueError, match="at least 8 steps.*rounded up to whole patches of 4"):
+        fc.predict(frame.slice(0, 80), 6, 2, future=frame.slice(80, 86))
+    assert fc.predict(frame.slice(0, 80), 6, 2, future=frame.slice(80, 88)).samples.shape == (2, 6, 2)

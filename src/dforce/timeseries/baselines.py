@@ -6,7 +6,10 @@ and ``predict_many(histories, horizon, num_samples, futures=None, seed=0)``.
 - :class:`RepeatLast`: repeat the last observed value (a point forecast);
 - :class:`Linear`: DLinear (Zeng et al. 2023): moving-average trend + remainder, one linear map
   each from the input window to the horizon, shared by the series, trained with MSE on
-  standardised values (early stopping on validation MSE when ``val`` is given); sample paths add
+  standardised values (early stopping on validation MSE when ``val`` is given); or NLinear, the
+  same paper's variant that subtracts the window's last value from input and adds it back to the
+  output (robust to level shifts between training and test); with a validation split both are
+  fitted and the one with the lower validation MSE is kept (``subtract_last=None``); sample paths add
   whole residual vectors drawn from the validation (else training) windows, so its intervals are
   empirical and its median is the linear forecast;
 
@@ -112,9 +115,13 @@ class Linear(_Many):
     """DLinear on the last ``input_length`` steps -> ``horizon`` steps (see the module doc)."""
 
     def __init__(self, input_length: int, horizon: int, kernel: int = 25, epochs: int = 20, lr: float = 5e-3,
-                 batch_size: int = 32, patience: int = 3, seed: int = 0) -> None:
+                 batch_size: int = 32, patience: int = 3, seed: int = 0, subtract_last: Optional[bool] = None) -> None:
+        """``subtract_last``: True = NLinear's input/output shift by the window's last value, False =
+        plain DLinear, None = both, keeping the one with the lower validation MSE (DLinear without
+        ``val``)."""
         self.L, self.H, self.kernel, self.epochs, self.lr = input_length, horizon, kernel, epochs, lr
         self.batch_size, self.patience, self.seed = batch_size, patience, seed
+        self.subtract_last = subtract_last
 
     def _windows(self, v: np.ndarray, first_target: int = 0):
         starts = np.arange(max(0, first_target - self.L), len(v) - self.L - self.H + 1)
@@ -129,16 +136,27 @@ class Linear(_Many):
         return xp.unfold(1, k, 1).mean(-1)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = x[:, -1:] if self.subtract_last else torch.zeros_like(x[:, -1:])
+        x = x - last
         trend = self._trend(x)
         seas = x - trend
         out = self.lin_s(seas.transpose(1, 2)) + self.lin_t(trend.transpose(1, 2))  # [N, D, H]
-        return out.transpose(1, 2)
+        return out.transpose(1, 2) + last
 
     def _point(self, xz: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self._forward(torch.from_numpy(xz).float()).double().numpy()
 
     def fit(self, frame: TimeSeriesFrame, val: Optional[TimeSeriesFrame] = None) -> "Linear":
+        if self.subtract_last is not None or val is None:
+            self.subtract_last = bool(self.subtract_last)
+            return self._fit(frame, val)
+        fits = [Linear(self.L, self.H, self.kernel, self.epochs, self.lr, self.batch_size, self.patience, self.seed, s)._fit(frame, val)
+                for s in (False, True)]
+        self.__dict__.update(min(fits, key=lambda m: m.val_mse).__dict__)
+        return self
+
+    def _fit(self, frame: TimeSeriesFrame, val: Optional[TimeSeriesFrame]) -> "Linear":
         v = frame.values
         self.loc, self.scale = np.nanmean(v, 0), np.maximum(np.nanstd(v, 0), 1e-8)
         z = lambda a: (_ffill(a) - self.loc) / self.scale  # noqa: E731
@@ -186,6 +204,7 @@ class Linear(_Many):
         xr, yr = (xv, yv) if xv is not None and len(xv) else (xt, yt)
         res = yr - self._point(xr)
         self.residuals = res[~np.isnan(res).any((1, 2))]
+        self.val_mse = best  # inf without validation data
         if len(self.residuals) == 0:
             self.residuals = np.zeros((1, self.H, v.shape[1]))
         return self

@@ -105,6 +105,11 @@ class ForecasterConfig:
         calendar: add calendar Fourier features.
         use_covariates: use the frame's known-future covariates.
         series_ids: one-hot series id in the condition (global mode).
+        patch_length: time steps per token (P). With P > 1 a token holds P consecutive steps (P * D
+            values in joint mode) and its condition the P steps' features, as in PatchTST; the
+            sequence is P times shorter, so training and sampling are cheaper and one token sees a
+            whole season. context_length and prediction_length must be multiples of P; a forecast
+            horizon is rounded up to whole patches and cut.
     Model (the core's ``DiffusionForcing`` + ``Transformer``):
         width, depth, heads, dropout, noise_schedule, parametrization, weighting,
         training_noise: ``independent`` (Diffusion Forcing), ``teacher_forcing`` or ``full_sequence``.
@@ -143,6 +148,7 @@ class ForecasterConfig:
     calendar: bool = True
     use_covariates: bool = True
     series_ids: bool = True
+    patch_length: int = 1
     width: int = 128
     depth: int = 4
     heads: int = 4
@@ -184,6 +190,9 @@ class ForecasterConfig:
     def check(self) -> "ForecasterConfig":
         if self.context_length < 1 or self.prediction_length < 1:
             raise ValueError(f"context_length and prediction_length must be >= 1, got {self.context_length}, {self.prediction_length}")
+        if self.patch_length < 1 or self.context_length % self.patch_length or self.prediction_length % self.patch_length:
+            raise ValueError(f"context_length ({self.context_length}) and prediction_length ({self.prediction_length}) must be multiples of "
+                             f"patch_length ({self.patch_length}); choose a patch_length that divides both")
         if self.mode not in ("joint", "global"):
             raise ValueError(f"mode must be 'joint' or 'global', got {self.mode!r}")
         if self.scaling not in ("standard", "anchor"):
@@ -209,7 +218,12 @@ class ForecasterConfig:
 
     @property
     def window(self) -> int:
+        """Steps per training window (context + prediction)."""
         return self.context_length + self.prediction_length
+
+    @property
+    def window_tokens(self) -> int:
+        return self.window // self.patch_length
 
     def sampling_config(self) -> SamplingConfig:
         stab = self.stabilization_level if self.training_noise != "teacher_forcing" else 0.0
@@ -222,7 +236,7 @@ class ForecasterConfig:
         one = self.scheduling == "autoregressive" and self.cache == "none"
         return SamplingConfig(
             scheduling=self.scheduling, steps=self.steps, eta=self.eta, stabilization_level=stab,
-            uncertainty_scale=self.uncertainty_scale, history_len=self.context_length,
+            uncertainty_scale=self.uncertainty_scale, history_len=self.context_length // self.patch_length,
             chunk_size=1 if one else None, history=self.resolved_history,
         )
 
@@ -273,8 +287,13 @@ class Features:
         return len(self.columns)
 
     @property
-    def token_dim(self) -> int:
+    def step_dim(self) -> int:
+        """Values per time step in a token: D (joint) or 1 (global)."""
         return self.num_series if self.cfg.mode == "joint" else 1
+
+    @property
+    def token_dim(self) -> int:
+        return self.step_dim * self.cfg.patch_length
 
     @property
     def cond_dim(self) -> int:
@@ -285,7 +304,7 @@ class Features:
         n += 2 * len(self.cfg.lags) * per
         if self.cfg.mode == "global" and self.cfg.series_ids:
             n += self.num_series
-        return n
+        return n * self.cfg.patch_length
 
     def check_frame(self, frame: TimeSeriesFrame, what: str) -> None:
         if list(frame.columns) != self.columns:
@@ -356,6 +375,16 @@ class Features:
         return x, cond
 
 
+def to_patches(a: np.ndarray, p: int) -> np.ndarray:
+    """[..., L, K] -> [..., L / p, p * K]: each token holds p consecutive steps, step-major."""
+    return a.reshape(*a.shape[:-2], a.shape[-2] // p, p * a.shape[-1])
+
+
+def from_patches(a: np.ndarray, p: int) -> np.ndarray:
+    """Inverse of :func:`to_patches`: [..., N, p * K] -> [..., N * p, K]."""
+    return a.reshape(*a.shape[:-2], a.shape[-2] * p, a.shape[-1] // p)
+
+
 class WindowDataset(Dataset):
     """Training windows of ``context_length + prediction_length`` steps (dict items for ``train``)."""
 
@@ -385,11 +414,13 @@ class WindowDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         start, series = self.items[i]
         cfg = self.f.cfg
-        origin = start + int(torch.randint(1, self.w + 1, ()).item())
+        p = cfg.patch_length
+        origin = start + p * int(torch.randint(1, self.w // p + 1, ()).item())  # a token boundary
         loc = self.f.anchor(self.values, start + cfg.context_length - 1)
         x, cond = self.f.window_inputs(self.values, self.static, start, self.w, origin, loc, series)
-        mask = ~np.isnan(x).any(-1)
-        out = {"x": torch.from_numpy(np.nan_to_num(x)).float(), "mask": torch.from_numpy(mask)}
+        mask = ~np.isnan(to_patches(x, p)).any(-1)
+        x, cond = to_patches(np.nan_to_num(x), p), to_patches(cond, p)
+        out = {"x": torch.from_numpy(x).float(), "mask": torch.from_numpy(mask)}
         if cond.shape[1]:
             out["cond"] = torch.from_numpy(cond).float()
         return out
@@ -477,7 +508,7 @@ class Forecaster:
         c, f = self.config, self.features
         backbone = Transformer(f.token_dim, width=c.width, depth=c.depth, heads=c.heads, causal=True, cond_dim=f.cond_dim, dropout=c.dropout)
         return DiffusionForcing(
-            backbone, window=c.window, noise_schedule=c.noise_schedule, parametrization=c.parametrization,
+            backbone, window=c.window_tokens, noise_schedule=c.noise_schedule, parametrization=c.parametrization,
             weighting=c.weighting, training_noise=c.training_noise,
         )
 
@@ -646,34 +677,38 @@ class Forecaster:
         horizon = horizon or cfg.prediction_length
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        p = cfg.patch_length
+        steps = -(-horizon // p) * p  # whole patches; the extra steps are cut
         xs, conds, masks, locs, indices = [], [], [], [], []
         for i, hist in enumerate(histories):
             hist = self._as_frame(hist)
             f.check_frame(hist, "history")
-            if len(hist) < 1:
-                raise ValueError("history is empty")
-            idx = future_index(hist.index, horizon, f.freq or hist.freq)
+            if len(hist) < p:
+                raise ValueError(f"history has {len(hist)} steps, fewer than one patch ({p}); pass a longer history")
+            idx = future_index(hist.index, steps, f.freq or hist.freq)
             fut = None if futures is None else self._as_frame(futures[i])
-            values = np.concatenate([hist.values, np.full((horizon, hist.num_series), np.nan)])
+            values = np.concatenate([hist.values, np.full((steps, hist.num_series), np.nan)])
             full_index = hist.index.append(idx)
             cov = None
             if f.covariate_names:
-                if fut is None or fut.covariates is None or len(fut) < horizon:
-                    raise ValueError(f"the model uses known-future covariates {f.covariate_names}: pass future= with at least {horizon} steps of them")
-                cov = np.concatenate([hist.covariates[:, :, : len(f.covariate_names)], fut.covariates[:horizon, :, : len(f.covariate_names)]])
+                if fut is None or fut.covariates is None or len(fut) < steps:
+                    raise ValueError(f"the model uses known-future covariates {f.covariate_names}: pass future= with at least {steps} steps of them"
+                                     + (f" (the horizon {horizon} rounded up to whole patches of {p})" if steps > horizon else ""))
+                cov = np.concatenate([hist.covariates[:, :, : len(f.covariate_names)], fut.covariates[:steps, :, : len(f.covariate_names)]])
             frame = TimeSeriesFrame(values, full_index, hist.columns, cov, f.covariate_names if cov is not None else [], f.freq)
             static = f.static(frame)
             origin = len(hist)
-            c = min(cfg.context_length, origin)
+            c = min(cfg.context_length, origin) // p * p
             loc = f.anchor(hist.values, origin - 1)
             series_list = [None] if cfg.mode == "joint" else list(range(f.num_series))
             for d in series_list:
-                x, cond = f.window_inputs(values, static, origin - c, c + horizon, origin, loc, d)
-                xs.append(x[:c])
-                conds.append(cond)
-                masks.append(~np.isnan(x[:c]).any(-1))
+                x, cond = f.window_inputs(values, static, origin - c, c + steps, origin, loc, d)
+                x = to_patches(x[:c], p)
+                xs.append(x)
+                conds.append(to_patches(cond, p))
+                masks.append(~np.isnan(x).any(-1))
             locs.append(loc)
-            indices.append(idx)
+            indices.append(idx[:horizon])
         x = torch.from_numpy(np.stack(xs)).float()
         cond = torch.from_numpy(np.stack(conds)).float() if conds[0].shape[1] else None
         mask = torch.from_numpy(np.stack(masks))
@@ -688,11 +723,11 @@ class Forecaster:
             sl = slice(s, s + cfg.max_batch)
             cr_sl = None if cr is None else cr[sl]
             z_sl = forecast_rollout(
-                self.model, xr[sl], horizon, context_mask=mr[sl], cond=cr_sl, config=cfg.sampling_config(), generator=gen,
+                self.model, xr[sl], steps // p, context_mask=mr[sl], cond=cr_sl, config=cfg.sampling_config(), generator=gen,
                 precision=cfg.sample_precision, cache=cfg.cache if self.model.causal else "none",
             )
             out.append(z_sl.cpu())
-        z = torch.cat(out).double().numpy().reshape(n, num_samples, horizon, -1)
+        z = from_patches(torch.cat(out).double().numpy(), p)[:, :horizon].reshape(n, num_samples, horizon, -1)
         if cfg.spread != 1.0:
             z = scale_spread(z, cfg.spread, axis=1)
         per = 1 if cfg.mode == "joint" else f.num_series
