@@ -120,6 +120,23 @@ def test_calibrate_spread_recovers_the_true_scale():
     assert min(SPREAD_GRID) == 0.5 and max(SPREAD_GRID) == 4.0
 
 
+def test_coverage_calibration_matches_the_90_percent_interval_of_a_heavy_tailed_truth():
+    rng = np.random.default_rng(0)
+    y = rng.standard_t(3, size=(400, 10, 2))  # central 90% interval +-2.353
+    samples = rng.normal(size=(200, 400, 10, 2))  # N(0, 1): +-1.645
+    s = calibrate_spread(y, samples, metric="coverage")
+    assert s == pytest.approx(2.353 / 1.645, rel=0.1)
+    from dforce.timeseries.metrics import coverage
+
+    assert abs(coverage(y, scale_spread(samples, s), 0.9) - 0.9) < 0.03
+    assert calibrate_spread(y, samples) < s  # the CRPS optimum is sharper under heavy tails
+    assert Forecaster().calibration_metric == "coverage"
+    assert Forecaster(val_metric="crps_sum", calibration="score").calibration_metric == "crps_sum"
+    assert Forecaster(val_metric="mse", calibration="score").calibration_metric == "crps"
+    with pytest.raises(ValueError, match="calibration must be 'score' or 'coverage'"):
+        Forecaster(calibration="isotonic")
+
+
 def test_fit_with_validation_selects_the_best_checkpoint_and_calibrates():
     n = 160
     idx = pd.date_range("2022-01-01", periods=n, freq="h")
