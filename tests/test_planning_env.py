@@ -92,3 +92,42 @@ def test_generate_save_load_dataset(tmp_path):
     assert back["meta"]["maze"] == "umaze" and back["meta"]["steps"] == 3000
     with pytest.raises(FileNotFoundError, match="generate-data"):
         load_dataset(str(tmp_path / "missing.npz"))
+
+
+CUSTOM = '[[1,1,1,1,1],[1,0,0,"g",1],[1,0,1,0,1],[1,0,0,0,1],[1,1,1,1,1]]'
+
+
+def test_every_registered_layout_and_a_custom_map_build_and_reset():
+    from dforce.planning.env import maze_names, maze_spec
+
+    for name in maze_names():
+        with PointMaze(name, num_envs=2) as env:
+            obs = env.reset(np.random.default_rng(0), "random")
+            assert obs.shape == (2, 4) and env.is_free(obs[:, :2]).all() and env.is_free(env.goal).all()
+    assert maze_spec("PointMaze_Open-v3") == maze_spec("open") and maze_spec("PointMaze_Medium-v3") == MAZES["medium"]
+    with PointMaze(CUSTOM) as env:
+        np.testing.assert_array_equal(env.grid, [[1] * 5, [1, 0, 0, 0, 1], [1, 0, 1, 0, 1], [1, 0, 0, 0, 1], [1] * 5])
+        env.reset(np.random.default_rng(0), "single_goal")
+        np.testing.assert_allclose(env.goal[0], env.cell_to_xy([1, 3]))  # the map's 'g' cell
+    with PointMaze("open") as env, pytest.raises(ValueError, match="no goal cell.*setting='random'"):
+        env.reset(np.random.default_rng(0), "single_goal")
+
+
+def test_layout_episode_length_scores_and_errors(tmp_path):
+    from dforce.planning.env import maze_diameter, maze_spec
+
+    ring = np.array([[1] * 5, [1, 0, 0, 0, 1], [1, 0, 1, 0, 1], [1, 0, 0, 0, 1], [1] * 5])
+    assert maze_diameter(ring) == 4  # opposite corners of the ring
+    assert maze_spec(CUSTOM).episode_len == 200  # 40 (4 + 1) rounded up to 100
+    for name in MAZES:  # the formula against D4RL's lengths: 300 / 500 (D4RL 600) / 800
+        with PointMaze(name) as env:
+            assert int(np.ceil(40 * (maze_diameter(env.grid) + 1) / 100) * 100) == {"umaze": 300, "medium": 500, "large": 800}[name]
+    assert np.isnan(normalized_score(CUSTOM, 10.0)) and np.isnan(normalized_score("open", 10.0))
+    f = tmp_path / "m.json"
+    f.write_text(CUSTOM)
+    assert maze_spec(str(f)).maze_map == maze_spec(CUSTOM).maze_map
+    for bad, msg in (("[[1,1],[1,0]]", "at least 3 equal rows"), ('[[1,1,1],[1,"x",1],[1,1,1]]', "'x'"),
+                     ("[[1,1,1],[1,1,1],[1,1,1]]", "no free cell"), ("[[1,1,1],[1,0", "JSON maze map"),
+                     (str(tmp_path / "none.json"), "does not exist")):
+        with pytest.raises(ValueError, match=msg):
+            maze_spec(bad)

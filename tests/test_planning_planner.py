@@ -185,6 +185,17 @@ def test_mpc_episodes_metrics_and_plot(planner, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_custom_layout_trains_and_evaluates_with_success_rate_only():
+    maze = '[[1,1,1,1,1],[1,0,0,"g",1],[1,0,1,0,1],[1,0,0,0,1],[1,1,1,1,1]]'
+    cfg = PlannerConfig(**{**TINY, "maze": maze, "tokens": None})
+    assert cfg.window() == 200 // 4 + 1  # the layout's 200-step episode in tokens of 2 x 2 steps, + the start token
+    p = train_planner(PlannerConfig(**{**TINY, "maze": maze}), generate_dataset(maze, 800, seed=0, progress=False), _quick(max_steps=2, batch_size=4))
+    r = run_episodes(p, episodes=2, seed=0, replan_every=10, settings=PlanSettings(method="df").with_overrides(steps=2), episode_len=20)
+    assert r["maze"] == maze and np.isnan(r["normalized_score"]).all()
+    summary = summarize([r])
+    assert summary["normalized_score"] is None and 0.0 <= summary["success_rate"] <= 1.0
+
+
 def test_cli_generate_train_eval(tmp_path, capsys):
     from dforce.cli.plan import main
 

@@ -4,7 +4,7 @@
     dforce forecast predict CHECKPOINT --input history.csv --horizon 30 --out forecast.csv
     dforce forecast eval CHECKPOINT --data.dataset exchange_rate --out metrics.json
     dforce forecast train --data.dataset epf_fr_be --data.split 0.7,0.1,0.2 --data.zscore true --model.context_length 96 \
-        --model.prediction_length 96 --out ckpt          # validation split: checkpoint selection + calibration
+        --model.prediction_length 96 --model.patch_length 24 --model.scaling anchor --out ckpt   # validation: selection + calibration
     dforce forecast eval ckpt --stride 96 --horizons [96,192,336,720] --num_samples 10 --out m.json   # the long-horizon protocol
 
 CONFIG holds a ``data:`` section (:class:`DataConfig`), a ``model:`` section

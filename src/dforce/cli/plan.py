@@ -30,7 +30,8 @@ def _parser() -> ArgumentParser:
 
     g = ArgumentParser(description="Generate a maze2d dataset with D4RL's recipe (waypoint controller, random goals).")
     g.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
-    g.add_argument("--maze", type=str, default="medium", help="umaze, medium or large")
+    g.add_argument("--maze", type=str, default="medium", help="a PointMaze layout (umaze, medium, large, open, medium_diverse_g, "
+                   "...) or a custom maze map as JSON text or a .json file (rows of 1 wall / 0 free / \"g\" goal)")
     g.add_argument("--steps", type=Optional[int], default=None, help="dataset size in steps (default: D4RL's 1M/2M/4M)")
     g.add_argument("--seed", type=int, default=0, help="random seed")
     g.add_argument("--action_noise", type=float, default=0.5, help="std of Gaussian action noise (D4RL --noisy: 0.5)")
@@ -76,14 +77,23 @@ def _write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2))
 
 
+def check_maze(maze: str) -> None:
+    """A one-line error for a maze that is neither a known layout nor a valid maze map."""
+    from dforce.planning.env import maze_spec
+
+    try:
+        maze_spec(maze)
+    except ValueError as e:
+        raise UserError(f"--maze: {e}") from None
+
+
 def _check(cmd: str, a) -> None:
     import torch
 
     if a.get("threads") is not None and a.threads < 1:
         raise UserError(f"--threads must be >= 1, got {a.threads}")
     if cmd == "generate-data":
-        if a.maze not in ("umaze", "medium", "large"):
-            raise UserError(f"--maze must be umaze, medium or large, got {a.maze!r}")
+        check_maze(a.maze)
         if a.steps is not None and a.steps < 1:
             raise UserError(f"--steps must be >= 1, got {a.steps}")
         if not a.out.endswith(".npz"):
@@ -101,8 +111,8 @@ def _check(cmd: str, a) -> None:
                 raise UserError(f"--{name} must be >= 1, got {a.get(name)}")
         if a.setting not in ("single_goal", "random"):
             raise UserError(f"--setting must be single_goal or random, got {a.setting!r}")
-        if a.maze is not None and a.maze not in ("umaze", "medium", "large"):
-            raise UserError(f"--maze must be umaze, medium or large, got {a.maze!r}")
+        if a.maze is not None:
+            check_maze(a.maze)
         if not os.path.isdir(a.checkpoint):
             raise UserError(f"--checkpoint {a.checkpoint} is not a folder; pass the folder written by `dforce plan train`")
         if a.device.startswith("cuda") and not torch.cuda.is_available():

@@ -4,7 +4,8 @@ D4RL's ``generate_maze2d_datasets.py`` recipe: one long continuous run of a wayp
 (BFS over the maze grid + PD control, :class:`~dforce.planning.env.WaypointController`) towards a
 random goal (a random free cell + U(-0.1, 0.1)); when the goal is reached a new one is drawn and
 the run goes on; Gaussian action noise (std 0.5, D4RL's ``--noisy``) then clipping to [-1, 1].
-Sizes as D4RL: 1M / 2M / 4M steps for umaze / medium / large (``steps`` picks any size).
+Sizes as D4RL: 1M / 2M / 4M steps for umaze / medium / large, 1M for other layouts (``steps``
+picks any size).
 
 Arrays (saved as a compressed ``.npz``, written atomically): ``observations`` [N, 4] (x, y, vx, vy),
 ``actions`` [N, 2], ``goals`` [N, 2], ``goal_reached`` [N] bool (a new goal follows), ``meta`` (JSON).

@@ -30,14 +30,20 @@ DT = 0.01  # MJCF timestep, frame_skip 1
 
 @dataclass(frozen=True)
 class MazeSpec:
-    """One maze: Gymnasium id, D4RL episode length, D4RL reference scores, single-task goal cell."""
+    """One maze: Gymnasium id, episode length, D4RL reference scores, single-task goal cell.
+
+    ``ref_min`` / ``ref_max`` are None where D4RL has no reference returns (no normalized score);
+    ``goal_cell`` is None where the layout marks no goal (only the ``random`` setting);
+    ``maze_map`` is the layout passed to ``gym.make`` (None: the registered one).
+    """
 
     env_id: str
     episode_len: int
-    ref_min: float
-    ref_max: float
-    goal_cell: tuple[int, int]  # D4RL's fixed 'G' cell (row, col) of the single-task setting
+    ref_min: Optional[float]
+    ref_max: Optional[float]
+    goal_cell: Optional[tuple[int, int]]  # D4RL's fixed 'G' cell (row, col) of the single-task setting
     dataset_steps: int  # D4RL dataset size
+    maze_map: Optional[tuple] = None
 
 
 MAZES: dict[str, MazeSpec] = {
@@ -45,18 +51,112 @@ MAZES: dict[str, MazeSpec] = {
     "medium": MazeSpec("PointMaze_Medium-v3", 600, 13.13, 277.39, (6, 6), 2_000_000),
     "large": MazeSpec("PointMaze_Large-v3", 800, 6.7, 273.99, (7, 9), 4_000_000),
 }
+# the other layouts Gymnasium-Robotics registers (no D4RL reference scores); episode lengths as
+# the D4RL maze of the same size, 300 for the open arena
+LAYOUTS = {
+    "open": ("PointMaze_Open-v3", 300), "open_diverse_g": ("PointMaze_Open_Diverse_G-v3", 300),
+    "open_diverse_gr": ("PointMaze_Open_Diverse_GR-v3", 300), "medium_diverse_g": ("PointMaze_Medium_Diverse_G-v3", 600),
+    "medium_diverse_gr": ("PointMaze_Medium_Diverse_GR-v3", 600), "large_diverse_g": ("PointMaze_Large_Diverse_G-v3", 800),
+    "large_diverse_gr": ("PointMaze_Large_Diverse_GR-v3", 800),
+}
+CUSTOM_ENV_ID = "PointMaze_UMaze-v3"  # any PointMaze id builds a custom ``maze_map``
+CUSTOM_DATASET_STEPS = 1_000_000
+
+
+def maze_names() -> list[str]:
+    """Every named layout: the D4RL mazes and the other registered PointMaze layouts."""
+    return [*MAZES, *LAYOUTS]
+
+
+def parse_maze_map(text: str) -> tuple:
+    """A custom layout from JSON text or a ``.json`` file: rows of ``1`` (wall), ``0`` (free),
+    ``"g"`` (goal), ``"r"`` (reset) or ``"c"`` (either), as Gymnasium-Robotics' ``maze_map``."""
+    import json
+
+    src = text
+    if text.strip().endswith(".json") and not text.strip().startswith("["):
+        if not os.path.exists(text):
+            raise ValueError(f"maze file {text!r} does not exist")
+        with open(text) as f:
+            src = f.read()
+    try:
+        rows = json.loads(src)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"maze {text[:40]!r} is neither a known layout ({', '.join(maze_names())}) nor a JSON maze map ({e.msg})") from None
+    ok = {0, 1, "g", "r", "c"}
+    if not (isinstance(rows, list) and rows and all(isinstance(r, list) and len(r) == len(rows[0]) and len(r) >= 3 for r in rows)
+            and len(rows) >= 3):
+        raise ValueError("a maze map must be a list of at least 3 equal rows of at least 3 cells, e.g. [[1,1,1],[1,0,1],[1,1,1]]")
+    cells = [c.lower() if isinstance(c, str) else c for r in rows for c in r]
+    bad = sorted({repr(c) for c in cells if c not in ok})
+    if bad:
+        raise ValueError(f"maze map cells must be 1 (wall), 0 (free), 'g', 'r' or 'c'; got {', '.join(bad)}")
+    if not any(c != 1 for c in cells):
+        raise ValueError("the maze map has no free cell")
+    return tuple(tuple(c.lower() if isinstance(c, str) else c for c in r) for r in rows)
+
+
+def maze_diameter(grid: np.ndarray) -> int:
+    """The longest shortest path between two free cells of ``grid`` [H, W] (1 = wall), in cells."""
+    free = [tuple(int(v) for v in c) for c in np.argwhere(grid == 0)]
+    best = 0
+    for start in free:
+        dist = {start: 0}
+        queue = deque([start])
+        while queue:
+            c = queue.popleft()
+            for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                n = (c[0] + di, c[1] + dj)
+                if 0 <= n[0] < grid.shape[0] and 0 <= n[1] < grid.shape[1] and grid[n] != 1 and n not in dist:
+                    dist[n] = dist[c] + 1
+                    queue.append(n)
+        best = max(best, max(dist.values()))
+    return best
 
 
 def maze_spec(maze: str) -> MazeSpec:
-    if maze not in MAZES:
-        raise ValueError(f"unknown maze {maze!r}; choose one of {sorted(MAZES)}")
-    return MAZES[maze]
+    """The spec of a named layout (:func:`maze_names`, or a Gymnasium id such as
+    ``PointMaze_Open-v3``) or of a custom maze map (JSON text or a ``.json`` file, see
+    :func:`parse_maze_map`). A custom map's episode length is 40 steps per cell of its diameter
+    plus one, rounded up to 100 (this gives D4RL's 300 for umaze and 800 for large, 500 for
+    medium where D4RL uses 600); its goal is the first ``g`` cell."""
+    if maze in MAZES:
+        return MAZES[maze]
+    by_id = {v[0]: k for k, v in LAYOUTS.items()} | {v.env_id: k for k, v in MAZES.items()}
+    if maze in by_id:
+        return maze_spec(by_id[maze])
+    if maze in LAYOUTS:
+        env_id, length = LAYOUTS[maze]
+        from gymnasium_robotics.envs.maze import maps
+
+        rows = getattr(maps, {"open": "OPEN", "medium_diverse_g": "MEDIUM_MAZE_DIVERSE_G", "medium_diverse_gr": "MEDIUM_MAZE_DIVERSE_GR",
+                              "large_diverse_g": "LARGE_MAZE_DIVERSE_G", "large_diverse_gr": "LARGE_MAZE_DIVERSE_GR",
+                              "open_diverse_g": "OPEN_DIVERSE_G", "open_diverse_gr": "OPEN_DIVERSE_GR"}[maze])
+        return MazeSpec(env_id, length, None, None, _goal_cell(rows), CUSTOM_DATASET_STEPS)
+    if not maze.lstrip().startswith("[") and not maze.strip().endswith(".json"):
+        raise ValueError(f"unknown maze {maze!r}; choose one of {', '.join(maze_names())}, or give a maze map as JSON text or a .json file")
+    rows = parse_maze_map(maze)
+    grid = np.array([[1 if c == 1 else 0 for c in r] for r in rows])
+    length = int(np.ceil(40 * (maze_diameter(grid) + 1) / 100) * 100)
+    return MazeSpec(CUSTOM_ENV_ID, length, None, None, _goal_cell(rows), CUSTOM_DATASET_STEPS, rows)
+
+
+def _goal_cell(rows) -> Optional[tuple[int, int]]:
+    for i, r in enumerate(rows):
+        for j, c in enumerate(r):
+            if isinstance(c, str) and c.lower() == "g":
+                return (i, j)
+    return None
 
 
 def normalized_score(maze: str, episode_reward: float | np.ndarray) -> float | np.ndarray:
-    """D4RL-normalized score ``100 (R - R_min) / (R_max - R_min)``."""
+    """D4RL-normalized score ``100 (R - R_min) / (R_max - R_min)``; NaN for a layout without
+    D4RL reference returns (report the success rate there)."""
     s = maze_spec(maze)
-    return 100.0 * (np.asarray(episode_reward, dtype=np.float64) - s.ref_min) / (s.ref_max - s.ref_min)
+    r = np.asarray(episode_reward, dtype=np.float64)
+    if s.ref_min is None:
+        return np.full_like(r, np.nan)
+    return 100.0 * (r - s.ref_min) / (s.ref_max - s.ref_min)
 
 
 def shortest_path(grid: np.ndarray, start: Sequence[int], goal: Sequence[int]) -> list[tuple[int, int]]:
@@ -88,7 +188,8 @@ class PointMaze:
     """A Gymnasium-Robotics PointMaze with ``num_envs`` point masses stepped directly in MuJoCo.
 
     Args:
-        maze: ``umaze``, ``medium`` or ``large``.
+        maze: a layout name (``umaze``, ``medium``, ``large``, ``open``, ``medium_diverse_g``...,
+            see :func:`maze_names`) or a custom maze map (JSON text or file, see :func:`maze_spec`).
         num_envs: independent point masses (one ``MjData`` each) sharing the maze model.
 
     Use as a context manager (or call :meth:`close`) so the temporary MJCF file is removed.
@@ -103,7 +204,8 @@ class PointMaze:
         self.name = maze
         self.spec = maze_spec(maze)
         self._mujoco = mujoco
-        self.env = gym.make(self.spec.env_id, continuing_task=True, reset_target=False)
+        kwargs = {} if self.spec.maze_map is None else {"maze_map": [list(r) for r in self.spec.maze_map]}
+        self.env = gym.make(self.spec.env_id, continuing_task=True, reset_target=False, **kwargs)
         u = self.env.unwrapped
         self._xml = getattr(u, "tmp_xml_file_path", None)
         self.maze = u.maze
@@ -191,6 +293,8 @@ class PointMaze:
         cells = np.array(self.free_cells)
         for k in range(self.num_envs):
             if setting == "single_goal":
+                if self.spec.goal_cell is None:
+                    raise ValueError(f"maze {self.name!r} marks no goal cell ('g'), so it has no single-goal task; use setting='random'")
                 self.goal[k] = self.cell_to_xy(self.spec.goal_cell)
                 start = cells[rng.integers(len(cells))]
             else:

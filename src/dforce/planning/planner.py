@@ -85,7 +85,9 @@ class PlannerConfig:
     """Model and data layout of a planner (saved with the model).
 
     Attributes:
-        maze: ``umaze``, ``medium`` or ``large`` (sets the window: ``ceil(episode_len / (frame_stack frame_skip)) + 1``).
+        maze: a PointMaze layout (``umaze``, ``medium``, ``large``, ``open``, ``medium_diverse_g``...) or a
+            custom maze map as JSON text (:func:`dforce.planning.env.maze_spec`; sets the window:
+            ``ceil(episode_len / (frame_stack frame_skip)) + 1``).
         state: features per frame: ``pos``, ``pos_vel`` or ``pos_vel_act`` (diffused actions).
         frame_skip: environment steps between planned frames (5 = 20 Hz plans of the 100 Hz sim).
         frame_stack: frames per token.
