@@ -12,7 +12,7 @@ goal, normalized with D4RL's reference scores):
 
 Writes ``benchmarks/results/planning.json``, ``planning.md`` and one PNG per maze.
 
-    python benchmarks/planning.py                   # the CPU budget below (~20-25 min on 2 shared cores)
+    python benchmarks/planning.py --tuned           # the CPU budget: 3 training seeds, 108 episodes per maze, the curve
     python benchmarks/planning.py --budget full     # D4RL-sized data and longer training (hours on CPU)
     python benchmarks/planning.py --mazes umaze --budget tiny   # smoke run
 """
@@ -40,14 +40,17 @@ PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, T
     "diffusion_forcing": {"umaze": 116.7, "medium": 149.4, "large": 159.0},
 }
 
-# per maze: dataset steps, training steps (each of the two models), episodes per eval seed
+# per maze: dataset steps, training steps (each of the two models), episodes per evaluation seed
+# (x 3 evaluation seeds x 3 training seeds = 108 episodes per maze and method at the cpu budget)
 BUDGETS = {
     "tiny": {"umaze": (3000, 20, 2), "medium": (3000, 20, 2), "large": (3000, 20, 2)},
-    "cpu": {"umaze": (60_000, 800, 8), "medium": (100_000, 700, 8), "large": (150_000, 600, 8)},
+    "cpu": {"umaze": (60_000, 800, 12), "medium": (100_000, 700, 12), "large": (150_000, 600, 12)},
     "long": {"umaze": (100_000, 3000, 8), "medium": (200_000, 3000, 8), "large": (300_000, 3000, 8)},
     "full": {m: (MAZES[m].dataset_steps, 20_000, 32) for m in MAZES},
 }
 METHODS = ("df_mcg", "df", "full_sequence")
+# training steps of the normalized-score-vs-training curve (df_mcg, one training and evaluation seed)
+CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [200, 800, 3000, 6000], "full": [2000, 5000, 20_000]}
 
 # guidance scales picked per maze and method on a validation seed (10, 8 episodes, single goal;
 # never an evaluation seed) from {10, 20, 40, 80} with the `cpu` checkpoints; --tuned uses them
@@ -58,12 +61,53 @@ TUNED_SCALES = {
 }
 
 
+def pooled(runs_by_seed: list[list[dict]]) -> dict:
+    """The issue's per-method entry from runs grouped by training seed: success rate (mean over all
+    episodes, std over training seeds), normalized score (mean, std over episodes, standard error
+    of the mean), episodes; plus :func:`summarize`'s other fields."""
+    import numpy as np
+
+    flat = [r for runs in runs_by_seed for r in runs]
+    base = summarize(flat)
+    per_seed = [summarize(runs)["success_rate"] for runs in runs_by_seed]
+    n = base["episodes"]
+    out = {**base, "success_rate": {"mean": base["success_rate"], "std": float(np.std(per_seed)), "per_train_seed": per_seed}}
+    if base["normalized_score"] is not None:
+        ns = base["normalized_score"]
+        out["normalized_score"] = {"mean": ns["mean"], "std": ns["std"], "sem": ns["std"] / max(n - 1, 1) ** 0.5,
+                                   "per_train_seed": [summarize(runs)["normalized_score"]["mean"] for runs in runs_by_seed]}
+    return out
+
+
+TRAINED: dict[str, float] = {}  # checkpoints written by this run -> training seconds
+
+
+def train_or_load(maze: str, kind: str, data: dict, train_steps: int, seed: int, args) -> tuple[Planner, float]:
+    ckpt = os.path.join(args.work_dir, f"{maze}-{kind}-{train_steps}-seed{seed}")
+    if ckpt in TRAINED:  # e.g. the curve's point at the budget's training steps
+        return Planner.from_checkpoint(ckpt), TRAINED[ckpt]
+    if args.reuse_checkpoints and os.path.exists(ckpt):
+        planner = Planner.from_checkpoint(ckpt)
+        return planner, float(planner.extra["train_seconds"])
+    t0 = time.time()
+    settings = planner_train_config(max_steps=train_steps, lr=1e-3, seed=seed, logger="none", progress=False)
+    planner = train_planner(PlannerConfig(maze=maze, training_noise=kind), data, settings)
+    planner.save(ckpt)
+    TRAINED[ckpt] = time.time() - t0
+    return planner, TRAINED[ckpt]
+
+
+def settings_for(method: str, maze: str, args) -> PlanSettings:
+    scale = TUNED_SCALES[maze].get(method, args.guidance_scale) if args.tuned else args.guidance_scale
+    return PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples).with_overrides(steps=args.sampling_steps)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mazes", nargs="+", default=list(MAZES), choices=list(MAZES))
     p.add_argument("--budget", default="cpu", choices=list(BUDGETS))
-    p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds (single-goal setting)")
-    p.add_argument("--train-seed", type=int, default=0)
+    p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds per trained model (single-goal setting)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one DF and one full-sequence model each)")
     p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval (steps)")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
     p.add_argument("--tuned", action="store_true", help="use TUNED_SCALES (validation-picked) instead of --guidance-scale")
@@ -72,6 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--sampling-steps", type=int, default=16)
     p.add_argument("--random-setting", action="store_true", default=True, help="also evaluate random starts and goals (1 seed)")
     p.add_argument("--no-random-setting", dest="random_setting", action="store_false")
+    p.add_argument("--curve", type=int, nargs="*", default=None,
+                   help="training steps for the curve (df_mcg, training seed 0, evaluation seed 0); default: the budget's CURVES; "
+                        "give no value to skip it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="datasets and checkpoints")
     p.add_argument("--out-dir", default="benchmarks/results")
@@ -80,12 +127,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
+    os.makedirs(args.work_dir, exist_ok=True)
+    curve_steps = CURVES[args.budget] if args.curve is None else args.curve
     t_all = time.time()
     results: dict = {
         "benchmark": "planning",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}, {args.threads} thread(s)",
-        "budget": args.budget,
+        "budget": {"name": args.budget, **{m: dict(zip(("dataset_steps", "train_steps", "episodes_per_eval_seed"), BUDGETS[args.budget][m]))
+                                           for m in args.mazes}},
         "data_note": "datasets regenerated with D4RL's maze2d recipe (waypoint controller: BFS + PD, random goals, "
         "action noise 0.5, one continuous run) on Gymnasium-Robotics PointMaze-v3, not D4RL's files",
         "protocol": {
@@ -94,64 +144,69 @@ def main(argv=None) -> int:
             "reward": "1 per step within 0.5 of the goal; normalized = 100 (R - min) / (max - min), D4RL reference scores",
             "replan_every": args.replan_every,
             "eval_seeds": args.eval_seeds,
-            "train_seeds": [args.train_seed],
+            "train_seeds": args.train_seeds,
             "guidance_scales": TUNED_SCALES if args.tuned else args.guidance_scale,
             "guidance_scale_note": "picked per maze and method on validation seed 10 from {10, 20, 40, 80}" if args.tuned else "one scale for df and df_mcg",
+            "pooling": "success_rate.std is over training seeds; normalized_score.std over all episodes, sem = std / sqrt(episodes - 1)",
         },
         "published_normalized": PUBLISHED,
         "reused_checkpoints": bool(args.reuse_checkpoints),
-        "mazes": {},
+        "mazes": {}, "random_setting": {}, "details": {}, "curve": {},
     }
+    from common import provenance
+
+    results.update(provenance())
     for maze in args.mazes:
         data_steps, train_steps, episodes = BUDGETS[args.budget][maze]
-        entry: dict = {"budget": {"dataset_steps": data_steps, "train_steps": train_steps, "episodes_per_seed": episodes}}
+        detail: dict = {}
         t0 = time.time()
         data_path = os.path.join(args.work_dir, f"{maze}-{data_steps}.npz")
         if not os.path.exists(data_path):
-            save_dataset(data_path, generate_dataset(maze, data_steps, seed=args.train_seed, progress=False))
+            save_dataset(data_path, generate_dataset(maze, data_steps, seed=0, progress=False))
         data = load_dataset(data_path)
-        entry["seconds_data"] = round(time.time() - t0, 1)
-        print(f"[{maze}] data {data_steps} steps in {entry['seconds_data']}s", flush=True)
-        planners = {}
-        settings = planner_train_config(max_steps=train_steps, lr=1e-3, seed=args.train_seed, logger="none", progress=False)
-        entry["train"] = asdict(settings)
-        kinds = (["independent"] if {"df", "df_mcg"} & set(args.methods) else []) + (
-            ["full_sequence"] if "full_sequence" in args.methods else []
-        )
-        for kind in kinds:
-            t0 = time.time()
-            cfg = PlannerConfig(maze=maze, training_noise=kind)
-            ckpt = os.path.join(args.work_dir, f"{maze}-{kind}")
-            if args.reuse_checkpoints and os.path.exists(ckpt):
-                planners[kind] = Planner.from_checkpoint(ckpt)
-                if planners[kind].extra.get("train", {}).get("max_steps") != train_steps:
-                    raise ValueError(f"{ckpt} was trained for a different budget; drop --reuse-checkpoints")
-                entry[f"seconds_train_{kind}"] = round(planners[kind].extra["train_seconds"], 1)
-            else:
-                planners[kind] = train_planner(cfg, data, settings)
-                planners[kind].save(ckpt)
-                entry[f"seconds_train_{kind}"] = round(time.time() - t0, 1)
-            print(f"[{maze}] {kind}: {train_steps} training steps, {entry[f'seconds_train_{kind}']}s", flush=True)
-        entry["model"] = asdict(PlannerConfig(maze=maze))
-        entry["methods"], entry["random_setting"] = {}, {}
-        for method in args.methods:
-            planner = planners["full_sequence" if method == "full_sequence" else "independent"]
-            scale = TUNED_SCALES[maze].get(method, args.guidance_scale) if args.tuned else args.guidance_scale
-            ps = PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples).with_overrides(steps=args.sampling_steps)
-            runs = []
-            for i, seed in enumerate(args.eval_seeds):
-                r = run_episodes(planner, maze, episodes, "single_goal", seed, args.replan_every, ps, record=i == 0)
-                if i == 0:
-                    plot_episodes(r, os.path.join(args.out_dir, f"{args.name}_{maze}_{method}.png"), max_episodes=4)
-                runs.append(r)
-            entry["methods"][method] = {**summarize(runs), "settings": asdict(ps)}
-            m = entry["methods"][method]
-            print(f"[{maze}] {method}: success {m['success_rate']:.2f} score {m['normalized_score']['mean']:.1f} "
-                  f"({m['seconds']:.0f}s)", flush=True)
-            if args.random_setting:
-                r = run_episodes(planner, maze, episodes, "random", 100 + args.eval_seeds[0], args.replan_every, ps)
-                entry["random_setting"][method] = summarize([r])
-        results["mazes"][maze] = entry
+        detail["seconds_data"] = round(time.time() - t0, 1)
+        print(f"[{maze}] data {data_steps} steps in {detail['seconds_data']}s", flush=True)
+        kinds = (["independent"] if {"df", "df_mcg"} & set(args.methods) else []) + (["full_sequence"] if "full_sequence" in args.methods else [])
+        detail["seconds_train"] = {k: [] for k in kinds}
+        runs: dict = {m: [] for m in args.methods}
+        random_runs: dict = {m: [] for m in args.methods}
+        for ti, tseed in enumerate(args.train_seeds):
+            planners = {}
+            for kind in kinds:
+                planners[kind], secs = train_or_load(maze, kind, data, train_steps, tseed, args)
+                detail["seconds_train"][kind].append(round(secs, 1))
+                print(f"[{maze}] {kind} seed {tseed}: {train_steps} training steps, {secs:.0f}s", flush=True)
+            for method in args.methods:
+                planner = planners["full_sequence" if method == "full_sequence" else "independent"]
+                ps = settings_for(method, maze, args)
+                seed_runs = []
+                for i, seed in enumerate(args.eval_seeds):
+                    r = run_episodes(planner, maze, episodes, "single_goal", 1000 * tseed + seed, args.replan_every, ps, record=ti == 0 and i == 0)
+                    if ti == 0 and i == 0:
+                        plot_episodes(r, os.path.join(args.out_dir, f"{args.name}_{maze}_{method}.png"), max_episodes=4)
+                    seed_runs.append(r)
+                runs[method].append(seed_runs)
+                m = summarize(seed_runs)
+                print(f"[{maze}] {method} train seed {tseed}: success {m['success_rate']:.2f} score {m['normalized_score']['mean']:.1f} "
+                      f"({m['seconds']:.0f}s)", flush=True)
+                if args.random_setting:
+                    random_runs[method].append([run_episodes(planner, maze, episodes, "random", 100 + 1000 * tseed, args.replan_every, ps)])
+        results["mazes"][maze] = {m: {**pooled(runs[m]), "settings": asdict(settings_for(m, maze, args))} for m in args.methods}
+        if args.random_setting:
+            results["random_setting"][maze] = {m: pooled(random_runs[m]) for m in args.methods}
+        detail["model"] = asdict(PlannerConfig(maze=maze))
+        detail["train"] = asdict(planner_train_config(max_steps=train_steps, lr=1e-3, logger="none", progress=False))
+        results["details"][maze] = detail
+        if curve_steps and "df_mcg" in args.methods:
+            points = []
+            for steps in curve_steps:
+                planner, secs = train_or_load(maze, "independent", data, steps, args.train_seeds[0], args)
+                r = summarize([run_episodes(planner, maze, episodes, "single_goal", args.eval_seeds[0], args.replan_every,
+                                            settings_for("df_mcg", maze, args))])
+                points.append({"train_steps": steps, "train_seconds": round(secs, 1), "success_rate": r["success_rate"],
+                               "normalized_score": r["normalized_score"]["mean"], "episodes": r["episodes"]})
+                print(f"[{maze}] curve {steps} steps: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
+            results["curve"][maze] = points
         results["seconds_total"] = round(time.time() - t_all, 1)
         write(results, args.out_dir, args.name)
     results["seconds_total"] = round(time.time() - t_all, 1)
@@ -161,69 +216,106 @@ def main(argv=None) -> int:
 
 
 def _fmt(m: dict) -> str:
-    s = m["normalized_score"]
-    st = m["steps_to_goal"]
+    s, sr, st = m["normalized_score"], m["success_rate"], m["steps_to_goal"]
     steps = "-" if st["mean"] is None else f"{st['mean']:.0f} ± {st['std']:.0f}"
-    return f"{100 * m['success_rate']:.0f}% | {s['mean']:.1f} ± {s['std']:.1f} | {steps}"
+    score = "-" if s is None else f"{s['mean']:.1f} ± {s['sem']:.1f} ({s['std']:.1f})"
+    return f"{100 * sr['mean']:.0f}% ± {100 * sr['std']:.0f} | {score} | {steps} | {m['episodes']}"
+
+
+def plot_curve(curve: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for maze, pts in curve.items():
+        x = [p["train_steps"] for p in pts]
+        axes[0].plot(x, [p["normalized_score"] for p in pts], "o-", label=maze)
+        axes[1].plot(x, [100 * p["success_rate"] for p in pts], "o-", label=maze)
+    for ax, name in zip(axes, ("normalized score", "success %")):
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("DF + MCG against training steps (training seed 0, evaluation seed 0)")
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=100)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
 
 
 def write(results: dict, out_dir: str, name: str = "planning") -> None:
     from common import provenance
 
-    results = {**results, **provenance()}
+    results = {**provenance(), **results}  # the provenance taken when the run started wins
     path = os.path.join(out_dir, f"{name}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
     os.replace(path + ".tmp", path)
+    pr = results["protocol"]
     lines = [
         "# Maze planning (PointMaze-v3 = D4RL maze2d layouts)",
         "",
-        f"{results['date']}, {results['machine']}, budget `{results['budget']}`, total {results.get('seconds_total', 0) / 60:.1f} min"
-        + (" (evaluation only: models loaded from an earlier run with this budget; training times below are that run's)."
-           if results.get("reused_checkpoints") else " (data, training and evaluation)."),
+        f"Command: `{results.get('command')}` at `{results.get('git_sha')}`. {results['date']}, {results['machine']}, budget "
+        f"`{results['budget']['name']}`, total {results.get('seconds_total', 0) / 60:.1f} min"
+        + (" (evaluation only: models loaded from an earlier run with this budget)." if results.get("reused_checkpoints") else " (data, training and evaluation)."),
         "",
         f"Data: {results['data_note']}. Published numbers use D4RL's own datasets and far larger training budgets.",
         "",
-        f"Guidance scales: {json.dumps(results['protocol'].get('guidance_scales', 10.0))} "
-        f"({results['protocol'].get('guidance_scale_note', 'one scale for df and df_mcg')}).",
+        f"Guidance scales: {json.dumps(pr.get('guidance_scales', 10.0))} ({pr.get('guidance_scale_note', '')}).",
         "",
-        "Single-goal setting (D4RL's fixed goal, random starts), mean ± std over all evaluation episodes "
-        f"({len(results['protocol']['eval_seeds'])} evaluation seeds, one training seed); steps to goal over the episodes that reached it.",
+        f"Single-goal setting (D4RL's fixed goal, random starts): {len(pr['train_seeds'])} training seeds x {len(pr['eval_seeds'])} evaluation "
+        "seeds. Success: mean over all episodes ± std over training seeds; normalized score: mean ± standard error (std over episodes); "
+        "steps to goal over the episodes that reached it.",
         "",
-        "| maze | method | success | normalized score | steps to goal | published (normalized) |",
-        "|---|---|---|---|---|---|",
+        "| maze | method | success | normalized score | steps to goal | episodes | published (normalized) |",
+        "|---|---|---|---|---|---|---|",
     ]
     pub = {"df_mcg": "diffusion_forcing", "full_sequence": "diffuser"}
-    for maze, e in results["mazes"].items():
-        for method, m in e["methods"].items():
+    for maze, methods in results["mazes"].items():
+        for method, m in methods.items():
             ref = f"{results['published_normalized'][pub[method]][maze]}" if method in pub else "-"
             lines.append(f"| {maze} | {method} | {_fmt(m)} | {ref} |")
-    if any(e.get("random_setting") for e in results["mazes"].values()):
-        lines += ["", "Random starts and goals (1 seed):", "", "| maze | method | success | normalized score | steps to goal |", "|---|---|---|---|---|"]
-        for maze, e in results["mazes"].items():
-            for method, m in e.get("random_setting", {}).items():
+    if any(results.get("random_setting", {}).values()):
+        lines += ["", f"Random starts and goals (1 evaluation seed per training seed):", "",
+                  "| maze | method | success | normalized score | steps to goal | episodes |", "|---|---|---|---|---|---|"]
+        for maze, methods in results["random_setting"].items():
+            for method, m in methods.items():
                 lines.append(f"| {maze} | {method} | {_fmt(m)} |")
-    lines += ["", "Targets (issue #5):", ""]
     mz = results["mazes"]
-    if all("df_mcg" in e["methods"] and "full_sequence" in e["methods"] for e in mz.values()):
-        beats = {m: e["methods"]["df_mcg"]["normalized_score"]["mean"] > e["methods"]["full_sequence"]["normalized_score"]["mean"]
-                 for m, e in mz.items()}
-        lines.append(f"- df_mcg beats full_sequence (normalized score) on every maze: {'met' if all(beats.values()) else 'NOT met'} "
-                     f"({', '.join(f'{m}: {b}' for m, b in beats.items())}).")
-    if "medium" in mz and "df_mcg" in mz["medium"]["methods"]:
-        sr = mz["medium"]["methods"]["df_mcg"]["success_rate"]
-        lines.append(f"- df_mcg success >= 90% on medium: {'met' if sr >= 0.9 else 'NOT met'} ({100 * sr:.0f}%).")
-    if all("df_mcg" in e["methods"] and "df" in e["methods"] for e in mz.values()):
-        mcg = {m: e["methods"]["df_mcg"]["normalized_score"]["mean"] - e["methods"]["df"]["normalized_score"]["mean"] for m, e in mz.items()}
-        how = "each at its validation-picked scale" if isinstance(results["protocol"].get("guidance_scales"), dict) else "same guidance scale"
-        lines.append(f"- Monte Carlo guidance vs one sample (df_mcg - df, normalized score, {how}): "
-                     + ", ".join(f"{m}: {d:+.1f}" for m, d in mcg.items()) + ".")
-    lines += ["", "Budgets (per maze; each of the two models gets the same training steps; data s = 0 when the dataset was loaded):", "",
-              "| maze | dataset steps | train steps | episodes/seed | data s | train DF s | train FS s |", "|---|---|---|---|---|---|---|"]
-    for maze, e in results["mazes"].items():
-        b = e["budget"]
-        lines.append(f"| {maze} | {b['dataset_steps']} | {b['train_steps']} | {b['episodes_per_seed']} | {e['seconds_data']} | "
-                     f"{e.get('seconds_train_independent', '-')} | {e.get('seconds_train_full_sequence', '-')} |")
+    lines += ["", "Goals:", ""]
+    if all("df_mcg" in e for e in mz.values()):
+        goal = {"umaze": 0.95, "medium": 0.90, "large": 0.80}
+        lines.append("- DF + MCG success >= 95 / 90 / 80%: " + ", ".join(
+            f"{m}: {100 * e['df_mcg']['success_rate']['mean']:.0f}% ({'met' if e['df_mcg']['success_rate']['mean'] >= goal[m] else 'NOT met'})"
+            for m, e in mz.items()) + ".")
+    if all("df_mcg" in e and "df" in e for e in mz.values()):
+        parts = []
+        for m, e in mz.items():
+            a, b = e["df_mcg"]["normalized_score"], e["df"]["normalized_score"]
+            d, se = a["mean"] - b["mean"], (a["sem"] ** 2 + b["sem"] ** 2) ** 0.5
+            parts.append(f"{m}: {d:+.1f} ± {se:.1f} ({'above by more than one SE' if d > se else 'not above by one SE'})")
+        lines.append("- Monte Carlo guidance vs one sample (df_mcg - df, normalized score ± standard error of the difference): " + ", ".join(parts) + ".")
+    if "umaze" in mz and "full_sequence" in mz["umaze"]:
+        fs = mz["umaze"]["full_sequence"]["normalized_score"]["mean"]
+        lines.append(f"- Full-sequence baseline >= 100 normalized on umaze: {fs:.1f} ({'met' if fs >= 100 else 'NOT met'}).")
+    if results.get("curve"):
+        plot_curve(results["curve"], os.path.join(out_dir, f"{name}_curve.png"))
+        lines += ["", f"Curve (`{name}_curve.png`): DF + MCG against training steps (training seed 0, evaluation seed 0):", "",
+                  "| maze | training steps | train s | success | normalized score | episodes |", "|---|---|---|---|---|---|"]
+        for maze, pts in results["curve"].items():
+            for p_ in pts:
+                lines.append(f"| {maze} | {p_['train_steps']} | {p_['train_seconds']} | {100 * p_['success_rate']:.0f}% | "
+                             f"{p_['normalized_score']:.1f} | {p_['episodes']} |")
+    lines += ["", "Budgets (per maze; both models get the same training steps; train s = mean over training seeds; data s = 0 when loaded):", "",
+              "| maze | dataset steps | train steps | episodes per evaluation seed | data s | train DF s | train FS s |", "|---|---|---|---|---|---|---|"]
+    for maze, d in results["details"].items():
+        b = results["budget"][maze]
+        tr = {k: (f"{sum(v) / len(v):.0f}" if v else "-") for k, v in d["seconds_train"].items()}
+        lines.append(f"| {maze} | {b['dataset_steps']} | {b['train_steps']} | {b['episodes_per_eval_seed']} | {d['seconds_data']} | "
+                     f"{tr.get('independent', '-')} | {tr.get('full_sequence', '-')} |")
     with open(os.path.join(out_dir, f"{name}.md.tmp"), "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(os.path.join(out_dir, f"{name}.md.tmp"), os.path.join(out_dir, f"{name}.md"))
