@@ -520,7 +520,9 @@ def _rollout_cases() -> list[Case]:
 
 def _plan_cases() -> list[Case]:
     return [
-        _cli("plan generate-data", "maze unknown", ["plan", "generate-data", "--maze", "huge", "--out", "d.npz"], ["--maze must be umaze, medium or large"]),
+        _cli("plan generate-data", "maze unknown", ["plan", "generate-data", "--maze", "huge", "--out", "d.npz"], ["--maze: unknown maze 'huge'", "medium_diverse_g", "JSON"]),
+        _cli("plan generate-data", "maze map with a bad cell", ["plan", "generate-data", "--maze", '[[1,1,1],[1,"x",1],[1,1,1]]', "--out", "d.npz"],
+             ["--maze: maze map cells must be 1 (wall), 0 (free)", "'x'"]),
         _cli("plan generate-data", "out not npz", ["plan", "generate-data", "--out", "d.csv"], ["must end in .npz"]),
         _cli("plan generate-data", "out exists", ["plan", "generate-data", "--out", "existing.npz"], ["already exists", "--overwrite"], "existing.npz"),
         _cli("plan generate-data", "steps 0", ["plan", "generate-data", "--steps", "0", "--out", "d.npz"], ["--steps must be >= 1"]),
