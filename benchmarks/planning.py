@@ -102,13 +102,22 @@ def settings_for(method: str, maze: str, args) -> PlanSettings:
     return PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples).with_overrides(steps=args.sampling_steps)
 
 
+def replan_every(method: str, maze: str, args) -> int:
+    if method != "full_sequence":
+        return args.replan_every
+    return args.fs_replan_every or MAZES[maze].episode_len
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mazes", nargs="+", default=list(MAZES), choices=list(MAZES))
     p.add_argument("--budget", default="cpu", choices=list(BUDGETS))
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds per trained model (single-goal setting)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one DF and one full-sequence model each)")
-    p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval (steps)")
+    p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval of df and df_mcg (steps)")
+    p.add_argument("--fs-replan-every", type=int, default=None,
+                   help="replanning interval of full_sequence; default: plan once per episode, as Diffuser's maze2d evaluation does "
+                        "(its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
     p.add_argument("--tuned", action="store_true", help="use TUNED_SCALES (validation-picked) instead of --guidance-scale")
     p.add_argument("--reuse-checkpoints", action="store_true", help="load models from --work-dir when present")
@@ -143,6 +152,7 @@ def main(argv=None) -> int:
             "episode_len": {m: MAZES[m].episode_len for m in MAZES},
             "reward": "1 per step within 0.5 of the goal; normalized = 100 (R - min) / (max - min), D4RL reference scores",
             "replan_every": args.replan_every,
+            "full_sequence_replan_every": args.fs_replan_every or "once per episode (Diffuser's protocol)",
             "eval_seeds": args.eval_seeds,
             "train_seeds": args.train_seeds,
             "guidance_scales": TUNED_SCALES if args.tuned else args.guidance_scale,
@@ -179,9 +189,10 @@ def main(argv=None) -> int:
             for method in args.methods:
                 planner = planners["full_sequence" if method == "full_sequence" else "independent"]
                 ps = settings_for(method, maze, args)
+                replan = replan_every(method, maze, args)
                 seed_runs = []
                 for i, seed in enumerate(args.eval_seeds):
-                    r = run_episodes(planner, maze, episodes, "single_goal", 1000 * tseed + seed, args.replan_every, ps, record=ti == 0 and i == 0)
+                    r = run_episodes(planner, maze, episodes, "single_goal", 1000 * tseed + seed, replan, ps, record=ti == 0 and i == 0)
                     if ti == 0 and i == 0:
                         plot_episodes(r, os.path.join(args.out_dir, f"{args.name}_{maze}_{method}.png"), max_episodes=4)
                     seed_runs.append(r)
@@ -190,7 +201,7 @@ def main(argv=None) -> int:
                 print(f"[{maze}] {method} train seed {tseed}: success {m['success_rate']:.2f} score {m['normalized_score']['mean']:.1f} "
                       f"({m['seconds']:.0f}s)", flush=True)
                 if args.random_setting:
-                    random_runs[method].append([run_episodes(planner, maze, episodes, "random", 100 + 1000 * tseed, args.replan_every, ps)])
+                    random_runs[method].append([run_episodes(planner, maze, episodes, "random", 100 + 1000 * tseed, replan, ps)])
         results["mazes"][maze] = {m: {**pooled(runs[m]), "settings": asdict(settings_for(m, maze, args))} for m in args.methods}
         if args.random_setting:
             results["random_setting"][maze] = {m: pooled(random_runs[m]) for m in args.methods}
