@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         },
         "published_normalized": PUBLISHED,
         "reused_checkpoints": bool(args.reuse_checkpoints),
-        "mazes": {}, "random_setting": {}, "details": {}, "curve": {},
+        "mazes": {}, "floor": {}, "random_setting": {}, "details": {}, "curve": {},
     }
     from common import provenance
 
@@ -203,8 +203,15 @@ def main(argv=None) -> int:
                 if args.random_setting:
                     random_runs[method].append([run_episodes(planner, maze, episodes, "random", 100 + 1000 * tseed, replan, ps)])
         results["mazes"][maze] = {m: {**pooled(runs[m]), "settings": asdict(settings_for(m, maze, args))} for m in args.methods}
+        # the floor: no planner, PD control straight at the goal, from the same starts
+        results["floor"][maze] = pooled([[run_episodes(None, maze, episodes, "single_goal", 1000 * t + s) for s in args.eval_seeds]
+                                         for t in args.train_seeds])
+        print(f"[{maze}] straight_to_goal: success {results['floor'][maze]['success_rate']['mean']:.2f} "
+              f"score {results['floor'][maze]['normalized_score']['mean']:.1f}", flush=True)
         if args.random_setting:
             results["random_setting"][maze] = {m: pooled(random_runs[m]) for m in args.methods}
+            results["random_setting"][maze]["straight_to_goal"] = pooled([[run_episodes(None, maze, episodes, "random", 100 + 1000 * t)]
+                                                                          for t in args.train_seeds])
         detail["model"] = asdict(PlannerConfig(maze=maze))
         detail["train"] = asdict(planner_train_config(max_steps=train_steps, lr=1e-3, logger="none", progress=False))
         results["details"][maze] = detail
@@ -289,6 +296,8 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         for method, m in methods.items():
             ref = f"{results['published_normalized'][pub[method]][maze]}" if method in pub else "-"
             lines.append(f"| {maze} | {method} | {_fmt(m)} | {ref} |")
+        if maze in results.get("floor", {}):
+            lines.append(f"| {maze} | *straight_to_goal (no planner)* | {_fmt(results['floor'][maze])} | - |")
     if any(results.get("random_setting", {}).values()):
         lines += ["", f"Random starts and goals (1 evaluation seed per training seed):", "",
                   "| maze | method | success | normalized score | steps to goal | episodes |", "|---|---|---|---|---|---|"]
@@ -309,6 +318,13 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
             d, se = a["mean"] - b["mean"], (a["sem"] ** 2 + b["sem"] ** 2) ** 0.5
             parts.append(f"{m}: {d:+.1f} ± {se:.1f} ({'above by more than one SE' if d > se else 'not above by one SE'})")
         lines.append("- Monte Carlo guidance vs one sample (df_mcg - df, normalized score ± standard error of the difference): " + ", ".join(parts) + ".")
+    if results.get("floor") and all("df_mcg" in e for e in mz.values()):
+        parts = []
+        for m, e in mz.items():
+            a, b = e["df_mcg"]["normalized_score"], results["floor"][m]["normalized_score"]
+            d, se = a["mean"] - b["mean"], (a["sem"] ** 2 + b["sem"] ** 2) ** 0.5
+            parts.append(f"{m}: {d:+.1f} ± {se:.1f}")
+        lines.append("- DF + MCG above the straight-to-goal floor (normalized score, same starts): " + ", ".join(parts) + ".")
     if "umaze" in mz and "full_sequence" in mz["umaze"]:
         fs = mz["umaze"]["full_sequence"]["normalized_score"]["mean"]
         lines.append(f"- Full-sequence baseline >= 100 normalized on umaze: {fs:.1f} ({'met' if fs >= 100 else 'NOT met'}).")

@@ -185,6 +185,24 @@ def test_mpc_episodes_metrics_and_plot(planner, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_straight_to_goal_floor_is_pd_control_at_the_goal():
+    from dforce.planning.env import MAZES, PointMaze
+    from dforce.planning.planner import pd_control
+
+    r = run_episodes(None, "umaze", episodes=3, seed=4, episode_len=300)
+    assert r["method"] == "straight_to_goal" and r["settings"] is None
+    with PointMaze("umaze", 3) as env:  # the same loop by hand
+        obs = env.reset(np.random.default_rng(4), "single_goal")
+        g, R = env.goal.copy(), np.zeros(3)
+        for _ in range(300):
+            obs = env.step(np.clip(12.5 * (g - obs[:, :2]) - 1.2 * obs[:, 2:4], -1, 1))
+            R += env.reward(obs, g)
+    np.testing.assert_array_equal(r["episode_reward"], R)
+    np.testing.assert_allclose(pd_control(np.array([[0.0, 0, 1, 0]]), np.array([[0.05, 0.0]])), [[0.625 - 1.2, 0.0]])
+    with pytest.raises(ValueError, match="needs maze="):
+        run_episodes(None)
+
+
 def test_a_custom_layout_trains_and_evaluates_with_success_rate_only():
     maze = '[[1,1,1,1,1],[1,0,0,"g",1],[1,0,1,0,1],[1,0,0,0,1],[1,1,1,1,1]]'
     cfg = PlannerConfig(**{**TINY, "maze": maze, "tokens": None})

@@ -8,6 +8,9 @@ plan is tracked frame by frame (PD control, or the diffused actions). Episodes r
 - ``episode_reward``: steps within 0.5 of the goal (D4RL sparse reward; 300 / 600 / 800 steps);
 - ``normalized_score``: ``100 (R - R_min) / (R_max - R_min)`` with D4RL's reference scores;
 - ``first_reach``: steps until the goal is first reached (None if never); ``success``: reached at all.
+
+``planner=None`` runs the floor every planner must beat: no plan, PD control straight at the goal
+(``straight_to_goal``); walls stop it, but from many starts the goal is in reach.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from typing import Optional
 import numpy as np
 
 from dforce.planning.env import PointMaze, maze_spec, normalized_score
-from dforce.planning.planner import PlanSettings, Planner
+from dforce.planning.planner import PlanSettings, Planner, pd_control
 
 
 def run_episodes(
-    planner: Planner,
+    planner: Optional[Planner],
     maze: Optional[str] = None,
     episodes: int = 8,
     setting: str = "single_goal",
@@ -34,11 +37,14 @@ def run_episodes(
     episode_len: Optional[int] = None,
     record: bool = False,
 ) -> dict:
-    """Run ``episodes`` MPC episodes at once; returns per-episode arrays and summary metrics."""
+    """Run ``episodes`` MPC episodes at once; returns per-episode arrays and summary metrics.
+    ``planner=None``: the straight-to-goal floor (``maze`` required)."""
+    if planner is None and maze is None:
+        raise ValueError("run_episodes without a planner (the straight-to-goal floor) needs maze=")
     maze = maze or planner.cfg.maze
     spec = maze_spec(maze)
     steps = episode_len or spec.episode_len
-    settings = settings or PlanSettings(method=planner.default_method)
+    settings = settings or (PlanSettings(method=planner.default_method) if planner is not None else None)
     if replan_every < 1:
         raise ValueError(f"replan_every must be >= 1, got {replan_every}")
     rng = np.random.default_rng(seed)
@@ -51,15 +57,18 @@ def run_episodes(
         traj, plans = [obs.copy()], []
         plan, plan_obs, j = None, None, 0
         for t in range(steps):
-            if t % replan_every == 0:
-                plan = planner.plan(obs, goal, horizon=steps - t, settings=settings, seed=seed * 100_003 + t)
-                plan_obs = obs.copy()
-                if record:
-                    plans.append((t, plan.copy()))
-                j = 0
-            a = planner.control(obs, planner.target(plan, plan_obs, j + 1))
+            if planner is None:
+                a = pd_control(obs, goal)
+            else:
+                if t % replan_every == 0:
+                    plan = planner.plan(obs, goal, horizon=steps - t, settings=settings, seed=seed * 100_003 + t)
+                    plan_obs = obs.copy()
+                    if record:
+                        plans.append((t, plan.copy()))
+                    j = 0
+                a = planner.control(obs, planner.target(plan, plan_obs, j + 1))
+                j += 1
             obs = env.step(a)
-            j += 1
             r = env.reward(obs, goal)
             rewards += r
             first[(first < 0) & (r > 0)] = t + 1
@@ -67,8 +76,8 @@ def run_episodes(
                 traj.append(obs.copy())
     success = first >= 0
     out = {
-        "maze": maze, "setting": setting, "method": settings.method, "episodes": episodes, "seed": seed,
-        "episode_len": steps, "replan_every": replan_every, "settings": asdict(settings),
+        "maze": maze, "setting": setting, "method": settings.method if settings else "straight_to_goal", "episodes": episodes, "seed": seed,
+        "episode_len": steps, "replan_every": replan_every, "settings": asdict(settings) if settings else None,
         "episode_reward": rewards, "normalized_score": normalized_score(maze, rewards), "first_reach": first,
         "success": success, "seconds": time.time() - t0,
     }

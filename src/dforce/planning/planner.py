@@ -431,5 +431,11 @@ class Planner:
         """
         if self.cfg.state == "pos_vel_act":
             return np.clip(target[:, 4:6], -1, 1)
-        v_plan = target[:, 2:4] if target.shape[1] >= 4 else np.zeros_like(obs[:, 2:4])
-        return np.clip(kp * (target[:, :2] - obs[:, :2]) + kd * (v_plan - obs[:, 2:4]), -1.0, 1.0)
+        return pd_control(obs, target, kp, kd)
+
+
+def pd_control(obs: np.ndarray, target: np.ndarray, kp: float = 12.5, kd: float = 1.2) -> np.ndarray:
+    """Diffuser's PD tracking ``a = clip(kp (p* - p) + kd (v* - v), -1, 1)``: obs [B, 4], target
+    [B, >= 2] (position, then velocity when given; else v* = 0) -> actions [B, 2]."""
+    v_plan = target[:, 2:4] if target.shape[1] >= 4 else np.zeros_like(obs[:, 2:4])
+    return np.clip(kp * (target[:, :2] - obs[:, :2]) + kd * (v_plan - obs[:, 2:4]), -1.0, 1.0)
