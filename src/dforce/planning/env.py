@@ -51,13 +51,15 @@ MAZES: dict[str, MazeSpec] = {
     "medium": MazeSpec("PointMaze_Medium-v3", 600, 13.13, 277.39, (6, 6), 2_000_000),
     "large": MazeSpec("PointMaze_Large-v3", 800, 6.7, 273.99, (7, 9), 4_000_000),
 }
-# the other layouts Gymnasium-Robotics registers (no D4RL reference scores); episode lengths as
-# the D4RL maze of the same size, 300 for the open arena
+# the other layouts Gymnasium-Robotics registers (no D4RL reference scores): id, episode length (as
+# the D4RL maze of the same size, 300 for the open arena), the map's name in gymnasium_robotics' maps
 LAYOUTS = {
-    "open": ("PointMaze_Open-v3", 300), "open_diverse_g": ("PointMaze_Open_Diverse_G-v3", 300),
-    "open_diverse_gr": ("PointMaze_Open_Diverse_GR-v3", 300), "medium_diverse_g": ("PointMaze_Medium_Diverse_G-v3", 600),
-    "medium_diverse_gr": ("PointMaze_Medium_Diverse_GR-v3", 600), "large_diverse_g": ("PointMaze_Large_Diverse_G-v3", 800),
-    "large_diverse_gr": ("PointMaze_Large_Diverse_GR-v3", 800),
+    "open": ("PointMaze_Open-v3", 300, "OPEN"), "open_diverse_g": ("PointMaze_Open_Diverse_G-v3", 300, "OPEN_DIVERSE_G"),
+    "open_diverse_gr": ("PointMaze_Open_Diverse_GR-v3", 300, "OPEN_DIVERSE_GR"),
+    "medium_diverse_g": ("PointMaze_Medium_Diverse_G-v3", 600, "MEDIUM_MAZE_DIVERSE_G"),
+    "medium_diverse_gr": ("PointMaze_Medium_Diverse_GR-v3", 600, "MEDIUM_MAZE_DIVERSE_GR"),
+    "large_diverse_g": ("PointMaze_Large_Diverse_G-v3", 800, "LARGE_MAZE_DIVERSE_G"),
+    "large_diverse_gr": ("PointMaze_Large_Diverse_GR-v3", 800, "LARGE_MAZE_DIVERSE_GR"),
 }
 CUSTOM_ENV_ID = "PointMaze_UMaze-v3"  # any PointMaze id builds a custom ``maze_map``
 CUSTOM_DATASET_STEPS = 1_000_000
@@ -126,13 +128,10 @@ def maze_spec(maze: str) -> MazeSpec:
     if maze in by_id:
         return maze_spec(by_id[maze])
     if maze in LAYOUTS:
-        env_id, length = LAYOUTS[maze]
         from gymnasium_robotics.envs.maze import maps
 
-        rows = getattr(maps, {"open": "OPEN", "medium_diverse_g": "MEDIUM_MAZE_DIVERSE_G", "medium_diverse_gr": "MEDIUM_MAZE_DIVERSE_GR",
-                              "large_diverse_g": "LARGE_MAZE_DIVERSE_G", "large_diverse_gr": "LARGE_MAZE_DIVERSE_GR",
-                              "open_diverse_g": "OPEN_DIVERSE_G", "open_diverse_gr": "OPEN_DIVERSE_GR"}[maze])
-        return MazeSpec(env_id, length, None, None, _goal_cell(rows), CUSTOM_DATASET_STEPS)
+        env_id, length, map_name = LAYOUTS[maze]
+        return MazeSpec(env_id, length, None, None, _goal_cell(getattr(maps, map_name)), CUSTOM_DATASET_STEPS)
     if not maze.lstrip().startswith("[") and not maze.strip().endswith(".json"):
         raise ValueError(f"unknown maze {maze!r}; choose one of {', '.join(maze_names())}, or give a maze map as JSON text or a .json file")
     rows = parse_maze_map(maze)
