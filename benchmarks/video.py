@@ -36,10 +36,12 @@ from dforce.video.data import SpriteConfig, fixed_split
 from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, summarize, train_video_model
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+BUDGETS = {"short": 600, "cpu": 3000}  # training steps per model (batch 32)
 # display name of a row -> its key in the JSON's "methods" (the names of issue 12's contract)
 METHOD_KEYS = {
     "ground truth": "ground_truth", "copy last context frame": "copy_last", "blank frames": "blank", "DF": "df",
     "DF + vanilla HG": "df_hg_vanilla", "DF + fractional HG": "df_hg_fractional", "DF, no stabilization": "df_no_stab",
+    "DF, autoregressive": "df_ar",
     "teacher forcing": "tf", "full-sequence (replacement)": "fs",
 }
 
@@ -59,7 +61,9 @@ def regenerate_markdown(out: str = os.path.join(ROOT, "results"), name: str = "v
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-steps", type=int, default=600, help="optimizer steps per method")
+    p.add_argument("--budget", default="short", choices=list(BUDGETS),
+                   help="training steps per model: short = 600 (about 14 min in all on one core), cpu = 3000 (about 40 min)")
+    p.add_argument("--train-steps", type=int, default=None, help="optimizer steps per method (default: the budget's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--window", type=int, default=8, help="training clip length in frames")
@@ -77,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt-dir", default=None, help="export the trained models here (dforce rollout generate can load them)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     a = p.parse_args(argv)
+    a.train_steps = a.train_steps or BUDGETS[a.budget]
     if a.quick:
         a.train_steps, a.n_test, a.sample_steps, a.rollout_factor = 20, 4, 3, 2
     torch.set_num_threads(a.threads)
@@ -118,6 +123,7 @@ def main(argv=None) -> int:
         "DF + fractional HG": ("df", RolloutConfig("df", guidance="fractional", guidance_scale=a.guidance_scale,
                                                    fractional_level=a.fractional_level, **common)),
         "DF, no stabilization": ("df", RolloutConfig("df", sampling=replace(common["sampling"], stabilization_level=0.0))),
+        "DF, autoregressive": ("df", RolloutConfig("df", sampling=replace(common["sampling"], scheduling="autoregressive", chunk_size=1))),
         "teacher forcing": ("tf", RolloutConfig("tf", **common)),
         "full-sequence (replacement)": ("fs", RolloutConfig("fs", **common)),
     }
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
     }
     methods = {METHOD_KEYS.get(n, n): {"name": n, **summarize(r)} for n, r in results.items()}
     payload = {"meta": meta, "methods": methods, "results": results, "world_model": world, "cache_speedup": cache, **prov}
-    name = "video_quick" if a.quick else "video"
+    name = "video_quick" if a.quick else "video" if a.budget == "short" else f"video_{a.budget}"
     _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
     _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))
     show = ["DF", "DF + vanilla HG", "teacher forcing", "full-sequence (replacement)"]  # keep in sync with markdown()
