@@ -67,15 +67,14 @@ def pooled(runs_by_seed: list[list[dict]]) -> dict:
     of the mean), episodes; plus :func:`summarize`'s other fields."""
     import numpy as np
 
-    flat = [r for runs in runs_by_seed for r in runs]
-    base = summarize(flat)
-    per_seed = [summarize(runs)["success_rate"] for runs in runs_by_seed]
-    n = base["episodes"]
-    out = {**base, "success_rate": {"mean": base["success_rate"], "std": float(np.std(per_seed)), "per_train_seed": per_seed}}
+    base = summarize([r for runs in runs_by_seed for r in runs])
+    per_seed = [summarize(runs) for runs in runs_by_seed]
+    success = [m["success_rate"] for m in per_seed]
+    out = {**base, "success_rate": {"mean": base["success_rate"], "std": float(np.std(success)), "per_train_seed": success}}
     if base["normalized_score"] is not None:
         ns = base["normalized_score"]
-        out["normalized_score"] = {"mean": ns["mean"], "std": ns["std"], "sem": ns["std"] / max(n - 1, 1) ** 0.5,
-                                   "per_train_seed": [summarize(runs)["normalized_score"]["mean"] for runs in runs_by_seed]}
+        out["normalized_score"] = {"mean": ns["mean"], "std": ns["std"], "sem": ns["std"] / max(base["episodes"] - 1, 1) ** 0.5,
+                                   "per_train_seed": [m["normalized_score"]["mean"] for m in per_seed]}
     return out
 
 
@@ -102,12 +101,6 @@ def settings_for(method: str, maze: str, args) -> PlanSettings:
     return PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples).with_overrides(steps=args.sampling_steps)
 
 
-def replan_every(method: str, maze: str, args) -> int:
-    if method != "full_sequence":
-        return args.replan_every
-    return args.fs_replan_every or MAZES[maze].episode_len
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mazes", nargs="+", default=list(MAZES), choices=list(MAZES))
@@ -116,8 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one DF and one full-sequence model each)")
     p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval of df and df_mcg (steps)")
     p.add_argument("--fs-replan-every", type=int, default=None,
-                   help="replanning interval of full_sequence; default: plan once per episode, as Diffuser's maze2d evaluation does "
-                        "(its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
+                   help="replanning interval of full_sequence; default: run_episodes' (plan once per episode, as Diffuser's maze2d "
+                        "evaluation does: its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
     p.add_argument("--tuned", action="store_true", help="use TUNED_SCALES (validation-picked) instead of --guidance-scale")
     p.add_argument("--reuse-checkpoints", action="store_true", help="load models from --work-dir when present")
@@ -189,7 +182,7 @@ def main(argv=None) -> int:
             for method in args.methods:
                 planner = planners["full_sequence" if method == "full_sequence" else "independent"]
                 ps = settings_for(method, maze, args)
-                replan = replan_every(method, maze, args)
+                replan = args.fs_replan_every if method == "full_sequence" else args.replan_every
                 seed_runs = []
                 for i, seed in enumerate(args.eval_seeds):
                     r = run_episodes(planner, maze, episodes, "single_goal", 1000 * tseed + seed, replan, ps, record=ti == 0 and i == 0)

@@ -185,6 +185,19 @@ def test_mpc_episodes_metrics_and_plot(planner, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_full_sequence_plans_once_per_episode_by_default(planner):
+    calls = []
+    plan = planner.plan
+    planner.plan = lambda *a, **k: calls.append(k["horizon"]) or plan(*a, **k)
+    try:
+        fs = run_episodes(planner, episodes=1, settings=PlanSettings(method="full_sequence").with_overrides(steps=2), episode_len=30)
+        df = run_episodes(planner, episodes=1, settings=PlanSettings(method="df").with_overrides(steps=2), episode_len=120)
+    finally:
+        del planner.plan
+    assert fs["replan_every"] == 30 and df["replan_every"] == 50  # Diffuser's protocol; DF replans every 50 steps
+    assert calls == [30, 120, 70, 20]
+
+
 def test_straight_to_goal_floor_is_pd_control_at_the_goal():
     from dforce.planning.env import MAZES, PointMaze
     from dforce.planning.planner import pd_control

@@ -59,7 +59,8 @@ def _parser() -> ArgumentParser:
     e.add_argument("--setting", type=str, default="single_goal", help="single_goal (D4RL's fixed goal) or random (random start and goal)")
     e.add_argument("--episodes", type=int, default=8, help="episodes per seed (run in parallel)")
     e.add_argument("--seeds", type=list[int], default=[0], help="evaluation seeds")
-    e.add_argument("--replan_every", type=int, default=50, help="steps between replanning (K)")
+    e.add_argument("--replan_every", type=Optional[int], default=None,
+                   help="steps between replanning (default: 50 for DF, once per episode for full_sequence, as Diffuser)")
     e.add_argument("--episode_len", type=Optional[int], default=None, help="steps per episode (default: D4RL's 300/600/800)")
     e.add_class_arguments(PlanSettings, "plan", help="planning settings")
     e.add_argument("--plot", type=Optional[str], default=None, help="PNG of plans and executed trajectories (first seed)")

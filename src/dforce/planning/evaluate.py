@@ -1,7 +1,8 @@
 """Model-predictive evaluation under D4RL's maze2d convention, and plots.
 
 Every ``replan_every`` steps the planner plans from the current observation to the goal for the
-remaining episode (flexible horizon; the full-sequence baseline plans its fixed horizon), and the
+remaining episode (flexible horizon; the full-sequence baseline plans its fixed horizon, by default
+once per episode as Diffuser's maze2d evaluation does, the controller then holding the goal), and the
 plan is tracked frame by frame (PD control, or the diffused actions). Episodes run in parallel
 (one MuJoCo state per episode). Metrics per episode:
 
@@ -26,25 +27,31 @@ from dforce.planning.env import PointMaze, maze_spec, normalized_score
 from dforce.planning.planner import PlanSettings, Planner, pd_control
 
 
+REPLAN_EVERY = 50  # steps between plans of the DF methods
+
+
 def run_episodes(
     planner: Optional[Planner],
     maze: Optional[str] = None,
     episodes: int = 8,
     setting: str = "single_goal",
     seed: int = 0,
-    replan_every: int = 50,
+    replan_every: Optional[int] = None,
     settings: Optional[PlanSettings] = None,
     episode_len: Optional[int] = None,
     record: bool = False,
 ) -> dict:
     """Run ``episodes`` MPC episodes at once; returns per-episode arrays and summary metrics.
-    ``planner=None``: the straight-to-goal floor (``maze`` required)."""
+    ``planner=None``: the straight-to-goal floor (``maze`` required). ``replan_every`` None:
+    :data:`REPLAN_EVERY` steps, or once per episode for ``full_sequence`` (Diffuser's protocol)."""
     if planner is None and maze is None:
         raise ValueError("run_episodes without a planner (the straight-to-goal floor) needs maze=")
     maze = maze or planner.cfg.maze
     spec = maze_spec(maze)
     steps = episode_len or spec.episode_len
     settings = settings or (PlanSettings(method=planner.default_method) if planner is not None else None)
+    if replan_every is None:
+        replan_every = steps if settings is not None and settings.method == "full_sequence" else REPLAN_EVERY
     if replan_every < 1:
         raise ValueError(f"replan_every must be >= 1, got {replan_every}")
     rng = np.random.default_rng(seed)
