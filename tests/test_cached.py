@@ -137,6 +137,28 @@ def test_window_cache_reruns_only_from_the_first_changed_token():
     assert close(out[0][:, :4], ref[0][:, :4], tol=1e-6) and not close(out[0][:, 4:], ref[0][:, 4:])
 
 
+def test_window_cache_reuses_its_buffers_when_the_window_slides_and_resizes_for_a_new_batch():
+    model = make_model()
+    denoise = model.denoiser(cache="window")
+    x, t = torch.randn(2, 6, 3), torch.rand(2, 6)
+    denoise(x, t)
+    buffers = list(denoise.cache._val)
+    out = denoise(torch.roll(x, -1, 1), t)  # a slide: every token changed, rerun from token 0
+    assert all(a is b for a, b in zip(denoise.cache._val, buffers))  # same storage, not reallocated
+    assert close(out[0], model.denoise(torch.roll(x, -1, 1), t)[0])
+    x3, t3 = torch.randn(3, 6, 3), torch.rand(3, 6)
+    assert close(denoise(x3, t3)[0], model.denoise(x3, t3)[0])  # another batch size: fresh buffers
+    assert denoise.cache.batch_size == 3
+
+
+def test_cache_refuses_tokens_of_another_batch_while_it_holds_some():
+    cache = make_model().backbone.new_cache()
+    bb = make_model().backbone
+    bb.forward_cached(torch.randn(2, 3, 3), torch.rand(2, 3), cache=cache, commit=True)
+    with pytest.raises(ValueError, match="one cache per batch"):
+        cache.attend(0, torch.zeros(3, 2, 1, 16), torch.zeros(3, 2, 1, 16))
+
+
 def test_first_change_finds_the_first_differing_token_in_any_batch_row():
     from dforce.sampling.cached import _first_change
 

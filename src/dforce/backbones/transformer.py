@@ -297,8 +297,11 @@ class KVCache:
     def _reserve(self, layer: int, like: Tensor, size: int) -> None:
         buf = self._val[layer]
         cap = 0 if buf is None else buf.shape[2]
-        if size <= cap and buf.dtype == like.dtype:
+        same_rows = buf is not None and buf.shape[:2] == like.shape[:2]
+        if size <= cap and buf.dtype == like.dtype and same_rows:
             return
+        if not same_rows and self._len[layer]:
+            raise ValueError(f"the cache holds {buf.shape[0]} rows but the new tokens have {like.shape[0]}; use one cache per batch")
         new_cap = max(size, 2 * cap, 64)  # few distinct capacities: few compiled decode steps
         if self.max_len is not None:
             new_cap = max(size, min(new_cap, self.max_len + (size - self._len[layer])))
@@ -327,9 +330,11 @@ class KVCache:
         """
         n, past = q.shape[2], self._len[layer]
         cos, sin = self.cos_sin(past, n, q.shape[-1], q.dtype, q.device)
-        k_all, v_all = self.attend(layer, self.apply(k, cos, sin), v)
-        mask = None if n == 1 else torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(past)
-        out = F.scaled_dot_product_attention(self.apply(q, cos, sin), k_all, v_all, attn_mask=mask)
+        q_rot, k_rot = self.apply(torch.stack([q, k]), cos, sin)  # one rotary op for both
+        k_all, v_all = self.attend(layer, k_rot, v)
+        # a single query needs no mask; an empty cache is plain causal attention (the fast kernel)
+        mask = None if n == 1 or past == 0 else torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(past)
+        out = F.scaled_dot_product_attention(q_rot, k_all, v_all, attn_mask=mask, is_causal=past == 0 and n > 1)
         if commit:
             self.commit(layer, k)
         return out

@@ -148,6 +148,7 @@ class VideoTransformer(nn.Module):
         c = channels * frame_stack
         self.token_shape = (c, hh, ww)
         self.grid = (hh // patch_size, ww // patch_size)
+        self._space_rope: dict[torch.device, tuple[Tensor, Tensor]] = {}
         patch_dim = c * patch_size * patch_size
         self.embed = nn.Linear(patch_dim, width)
         self.noise_embed = NoiseLevelEmbedding(width, cond_dim)
@@ -183,8 +184,9 @@ class VideoTransformer(nn.Module):
             raise ValueError(f"cond must have {self.cond_dim} features per token, got shape {tuple(cond.shape)}")
 
     def _run(self, x: Tensor, t: Tensor, cond: Optional[Tensor], temporal: Callable[[int], Callable[[Tensor], Tensor]]) -> Tensor:
-        dh = self.width // self.heads
-        space_rope = rope_tables(space_angles(*self.grid, dh, x.device))
+        if x.device not in self._space_rope:  # the patch grid's 2-D rotary tables, made once per device
+            self._space_rope[x.device] = rope_tables(space_angles(*self.grid, self.width // self.heads, x.device))
+        space_rope = self._space_rope[x.device]
         c = self.noise_embed(t, cond)  # [B, T, D]
         h = self.embed(self.patchify(x))
         for i, block in enumerate(self.blocks):

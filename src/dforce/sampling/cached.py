@@ -93,10 +93,8 @@ class CachedDenoiser:
             if cond is not None:
                 p = min(p, _first_change(cond[:, :m], self.inputs[2][:, :m]))
         p = min(p, self.cache.length)
-        if p == 0:
-            self.cache.clear()  # also frees buffers sized for another batch
         if p < q:
-            self.cache.truncate(p)
+            self.cache.truncate(p)  # the buffers stay allocated: a window slide reuses them
             new = self._run(x, t, cond, p, q, commit=True)
             keep = (lambda prev, cur: cur) if p == 0 else (lambda prev, cur: torch.cat([prev[:, :p], cur], 1))
             self.pred = keep(self.pred, new)
