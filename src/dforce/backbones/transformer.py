@@ -332,9 +332,8 @@ class KVCache:
         cos, sin = self.cos_sin(past, n, q.shape[-1], q.dtype, q.device)
         q_rot, k_rot = self.apply(torch.stack([q, k]), cos, sin)  # one rotary op for both
         k_all, v_all = self.attend(layer, k_rot, v)
-        # a single query needs no mask; an empty cache is plain causal attention (the fast kernel)
-        mask = None if n == 1 or past == 0 else torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(past)
-        out = F.scaled_dot_product_attention(q_rot, k_all, v_all, attn_mask=mask, is_causal=past == 0 and n > 1)
+        mask = None if n == 1 else torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(past)
+        out = F.scaled_dot_product_attention(q_rot, k_all, v_all, attn_mask=mask)
         if commit:
             self.commit(layer, k)
         return out
