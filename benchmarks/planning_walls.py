@@ -13,9 +13,10 @@ run, not independent runs). After each stage, from the same single-goal starts:
   each scale, for ``df`` (one sample) and ``df_mcg``, with the straight-to-goal floor from the
   same starts.
 
-Writes ``benchmarks/results/planning_walls.{json,md}``.
+Writes ``benchmarks/results/planning_walls.{json,md}`` (``--name``: another name).
 
     PYTHONPATH=src python benchmarks/planning_walls.py                 # medium, 3k/10k/20k steps, ~35 min on one core
+    PYTHONPATH=src python benchmarks/planning_walls.py --maze large --steps 10000 20000 --name planning_walls_large
     PYTHONPATH=src python benchmarks/planning_walls.py --maze umaze --steps 200 400 --episodes 4 --plans 4   # smoke run
 """
 
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=24, help="episodes per method and scale (one evaluation seed)")
     p.add_argument("--seed", type=int, default=0, help="training seed; evaluation seed 1, plan-check seed 5")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--name", default="planning_walls", help="results file name (benchmarks/results/NAME.json, .md)")
     p.add_argument("--work-dir", default=None, help="data and the resumable training run (default: a temporary folder)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
                   "model": asdict(cfg), "floor": {"success_rate": floor["success_rate"], "normalized_score": floor["normalized_score"]["mean"],
                                                    "episodes": floor["episodes"]},
                   "points": points, "seconds_total": round(time.time() - t_all, 1)}
-        write_results("planning_walls", result, markdown(result))
+        write_results(a.name, result, markdown(result))
     return 0
 
 
