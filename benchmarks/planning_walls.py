@@ -15,7 +15,7 @@ run, not independent runs). After each stage, from the same single-goal starts:
 
 Writes ``benchmarks/results/planning_walls.{json,md}`` (``--name``: another name).
 
-    PYTHONPATH=src python benchmarks/planning_walls.py                 # medium, 3k/10k/20k steps, ~35 min on one core
+    PYTHONPATH=src python benchmarks/planning_walls.py                 # medium, 3k/10k/20k steps, ~27 min on one core
     PYTHONPATH=src python benchmarks/planning_walls.py --maze large --steps 10000 20000 --name planning_walls_large
     PYTHONPATH=src python benchmarks/planning_walls.py --maze umaze --steps 200 400 --episodes 4 --plans 4   # smoke run
 """
