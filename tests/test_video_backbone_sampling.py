@@ -33,6 +33,16 @@ def test_video_transformer_honours_the_contract(causal):
     assert (rep["future_leak"] == 0) if causal else rep["future_leak"] > 0
 
 
+def test_video_transformer_trains_after_sampling_under_inference_mode():
+    net = _perturbed(_net())
+    x, t = torch.randn(2, 3, 1, 8, 8), torch.rand(2, 3)
+    with torch.inference_mode():
+        ref = net(x, t)  # the first call makes the memoised rotary tables
+    out = net(x, t)
+    out.square().sum().backward()  # fails if the tables are inference tensors
+    assert torch.equal(out.detach(), ref) and net.embed.weight.grad is not None
+
+
 def test_registry_config_frame_stack_and_relative_positions():
     net = build_backbone("video_transformer", image_size=[8, 12], patch_size=4, width=16, depth=1, heads=2, frame_stack=2, causal=False)
     assert net.token_shape == (2, 8, 12) and net.registry_name == "video_transformer"

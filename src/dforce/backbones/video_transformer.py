@@ -185,7 +185,8 @@ class VideoTransformer(nn.Module):
 
     def _run(self, x: Tensor, t: Tensor, cond: Optional[Tensor], temporal: Callable[[int], Callable[[Tensor], Tensor]]) -> Tensor:
         if x.device not in self._space_rope:  # the patch grid's 2-D rotary tables, made once per device
-            self._space_rope[x.device] = rope_tables(space_angles(*self.grid, self.width // self.heads, x.device))
+            with torch.inference_mode(False):  # plain tensors even when first made under inference_mode: training may reuse them
+                self._space_rope[x.device] = rope_tables(space_angles(*self.grid, self.width // self.heads, x.device))
         space_rope = self._space_rope[x.device]
         c = self.noise_embed(t, cond)  # [B, T, D]
         h = self.embed(self.patchify(x))
