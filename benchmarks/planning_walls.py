@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from common import machine, provenance, write_results
+    from planning import pooled
 
     prov = provenance()  # the code that runs, taken before it runs
     work = a.work_dir or tempfile.mkdtemp(prefix="dforce-planning-walls-")
@@ -93,10 +94,9 @@ def main(argv=None) -> int:
                  "plans": {f"{s:g}": plan_checks(planner, a.maze, a.plans, s, 5) for s in (0.0, *a.scales)}, "episodes": {}}
         for method in ("df", "df_mcg"):
             for s in a.scales:
-                r = summarize([run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s))])
-                ns = r["normalized_score"]
-                point["episodes"][f"{method}@{s:g}"] = {"success_rate": r["success_rate"], "normalized_score": ns["mean"],
-                                                        "sem": ns["std"] / max(r["episodes"] - 1, 1) ** 0.5, "episodes": r["episodes"],
+                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s))]])
+                point["episodes"][f"{method}@{s:g}"] = {"success_rate": r["success_rate"]["mean"], "normalized_score": r["normalized_score"]["mean"],
+                                                        "sem": r["normalized_score"]["sem"], "episodes": r["episodes"],
                                                         "seconds": round(r["seconds"], 1)}
         points.append(point)
         print(f"[{a.maze}] {steps} steps: " + ", ".join(f"scale {k}: clear {v['plans_clear_of_walls']:.2f}" for k, v in point["plans"].items())

@@ -260,7 +260,7 @@ def markdown(payload: dict) -> str:
         "# Video benchmark: Diffusion Forcing vs teacher forcing vs full-sequence diffusion",
         "",
         f"{meta['date']}, {meta['machine']}, torch {meta['torch']}; wall time {meta['wall_seconds'] / 60:.1f} min "
-        f"(budget ~25 min). Quick smoke run: {meta['quick']}.",
+        f"({tr['steps']} training steps per model). Quick smoke run: {meta['quick']}.",
         "",
         f"Data: {d['num_sprites'][0]}-{d['num_sprites'][1]} bouncing scikit-learn digits ({d['sprite_size'] or d['frame_size'] // 2}px) in "
         f"{d['frame_size']}x{d['frame_size']} frames. Each method: VideoTransformer preset `{tr['preset']}`, {tr['steps']} steps x "
