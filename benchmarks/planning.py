@@ -45,20 +45,22 @@ PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, T
 BUDGETS = {
     "tiny": {"umaze": (3000, 20, 2), "medium": (3000, 20, 2), "large": (3000, 20, 2)},
     "cpu": {"umaze": (60_000, 800, 12), "medium": (100_000, 700, 12), "large": (150_000, 600, 12)},
-    "long": {"umaze": (100_000, 3000, 8), "medium": (200_000, 3000, 8), "large": (300_000, 3000, 8)},
+    "long": {"umaze": (100_000, 5000, 12), "medium": (200_000, 20_000, 12), "large": (300_000, 20_000, 12)},
     "full": {m: (MAZES[m].dataset_steps, 20_000, 32) for m in MAZES},
 }
 METHODS = ("df_mcg", "df", "full_sequence")
 # training steps of the normalized-score-vs-training curve (df_mcg, one training and evaluation seed)
-CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [200, 800, 3000, 6000], "full": [2000, 5000, 20_000]}
+CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [3000, 10_000, 20_000], "full": [2000, 5000, 20_000]}
 
-# guidance scales picked per maze and method on a validation seed (10, 8 episodes, single goal;
-# never an evaluation seed) from {10, 20, 40, 80} with the `cpu` checkpoints; --tuned uses them
-TUNED_SCALES = {
-    "umaze": {"df_mcg": 40.0, "df": 20.0},
-    "medium": {"df_mcg": 80.0, "df": 20.0},
-    "large": {"df_mcg": 20.0, "df": 20.0},
-}
+
+
+def tuned_scales(budget: str) -> dict:
+    """Guidance scales per maze and method picked on a validation seed by ``planning_scales.py``."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"planning_scales_{budget}.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"--tuned needs {path}; run benchmarks/planning_scales.py --budget {budget} first")
+    with open(path) as f:
+        return json.load(f)["picks"]
 
 
 def pooled(runs_by_seed: list[list[dict]]) -> dict:
@@ -97,7 +99,7 @@ def train_or_load(maze: str, kind: str, data: dict, train_steps: int, seed: int,
 
 
 def settings_for(method: str, maze: str, args) -> PlanSettings:
-    scale = TUNED_SCALES[maze].get(method, args.guidance_scale) if args.tuned else args.guidance_scale
+    scale = args.tuned.get(maze, {}).get(method, args.guidance_scale) if args.tuned else args.guidance_scale
     return PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples).with_overrides(steps=args.sampling_steps)
 
 
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
                    help="replanning interval of full_sequence; default: run_episodes' (plan once per episode, as Diffuser's maze2d "
                         "evaluation does: its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
-    p.add_argument("--tuned", action="store_true", help="use TUNED_SCALES (validation-picked) instead of --guidance-scale")
+    p.add_argument("--tuned", action="store_true", help="use the scales planning_scales.py picked on a validation seed (results/planning_scales_BUDGET.json) instead of --guidance-scale")
     p.add_argument("--reuse-checkpoints", action="store_true", help="load models from --work-dir when present")
     p.add_argument("--mc-samples", type=int, default=4)
     p.add_argument("--sampling-steps", type=int, default=16)
@@ -127,6 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="planning", help="result files NAME.json / NAME.md")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = p.parse_args(argv)
+    args.tuned = tuned_scales(args.budget) if args.tuned else None
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     os.makedirs(args.work_dir, exist_ok=True)
@@ -148,8 +151,9 @@ def main(argv=None) -> int:
             "full_sequence_replan_every": args.fs_replan_every or "once per episode (Diffuser's protocol)",
             "eval_seeds": args.eval_seeds,
             "train_seeds": args.train_seeds,
-            "guidance_scales": TUNED_SCALES if args.tuned else args.guidance_scale,
-            "guidance_scale_note": "picked per maze and method on validation seed 10 from {10, 20, 40, 80}" if args.tuned else "one scale for df and df_mcg",
+            "guidance_scales": args.tuned or args.guidance_scale,
+            "guidance_scale_note": f"picked per maze and method on a validation seed: planning_scales_{args.budget}.json" if args.tuned
+            else "one scale for df and df_mcg",
             "pooling": "success_rate.std is over training seeds; normalized_score.std over all episodes, sem = std / sqrt(episodes - 1)",
         },
         "published_normalized": PUBLISHED,

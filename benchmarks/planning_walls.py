@@ -13,6 +13,9 @@ run, not independent runs). After each stage, from the same single-goal starts:
   each scale, for ``df`` (one sample) and ``df_mcg``, with the straight-to-goal floor from the
   same starts.
 
+The reward is the plain goal distance (``squash=None``), as when these runs were made; the planner's
+squashed default is picked by ``planning_scales.py``.
+
 Writes ``benchmarks/results/planning_walls.{json,md}`` (``--name``: another name).
 
     PYTHONPATH=src python benchmarks/planning_walls.py                 # medium, 3k/10k/20k steps, ~27 min on one core
@@ -42,7 +45,7 @@ def plan_checks(planner, maze: str, n: int, scale: float, seed: int) -> dict:
     """Plans from ``n`` single-goal starts at guidance ``scale`` (method ``df``), checked against the walls."""
     with PointMaze(maze, num_envs=n) as env:
         obs = env.reset(np.random.default_rng(seed), "single_goal")
-        plan = planner.plan(obs, env.goal, horizon=maze_spec(maze).episode_len, method="df", guidance_scale=scale, seed=seed)
+        plan = planner.plan(obs, env.goal, horizon=maze_spec(maze).episode_len, method="df", guidance_scale=scale, squash=None, seed=seed)
         pos = np.concatenate([obs[:, None, :2], plan[..., :2]], 1)  # [n, 1 + frames, 2]
         lam = np.linspace(0.0, 1.0, 11)[:, None]
         path = pos[:, :-1, None] + lam * (pos[:, 1:] - pos[:, :-1])[:, :, None]  # [n, frames, 11, 2]
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
                  "plans": {f"{s:g}": plan_checks(planner, a.maze, a.plans, s, 5) for s in (0.0, *a.scales)}, "episodes": {}}
         for method in ("df", "df_mcg"):
             for s in a.scales:
-                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s))]])
+                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s, squash=None))]])
                 point["episodes"][f"{method}@{s:g}"] = {"success_rate": r["success_rate"]["mean"], "normalized_score": r["normalized_score"]["mean"],
                                                         "sem": r["normalized_score"]["sem"], "episodes": r["episodes"],
                                                         "seconds": round(r["seconds"], 1)}

@@ -197,7 +197,10 @@ class PlanSettings:
             The plan is one window: ``chunk_size`` and ``history_len`` must stay unset.
         guidance_scale: goal-guidance scale (0 = none).
         mc_samples: futures averaged per step for ``df_mcg``.
-        squash: goal distance squashing ``squash * tanh(d / squash)`` (None = plain distance).
+        squash: goal distance squashing ``squash * tanh(d / squash)`` (None = plain distance). The
+            default 2 is the reference planner's ``tanh(d / 2)``: the pull of a frame far from the goal
+            is bounded, so a scale strong enough to hold the agent at the goal does not drag far
+            frames through walls (ablation in ``docs/planning.md``).
         fs_horizon: plan length in steps of ``full_sequence`` (goal at its end); None = Diffuser's
             per-maze horizon (umaze 120, medium 250, large 380 steps, rounded to tokens).
         precision: ``fp32`` or ``bf16`` network calls.
@@ -205,9 +208,9 @@ class PlanSettings:
 
     method: str = "df_mcg"
     sampling: SamplingConfig = field(default_factory=_plan_sampling)
-    guidance_scale: float = 3.0
+    guidance_scale: float = 30.0
     mc_samples: int = 4
-    squash: Optional[float] = None
+    squash: Optional[float] = 2.0
     fs_horizon: Optional[int] = None
     precision: str = "fp32"
 

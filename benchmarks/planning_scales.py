@@ -1,0 +1,93 @@
+"""Pick the goal-guidance scale per maze and method on a validation seed, for one planning budget.
+
+For each maze, the DF planner of training seed 0 at the budget's training steps (trained, or loaded
+from ``--work-dir`` where :mod:`planning` left it) plans MPC episodes from single-goal starts of a
+validation seed (never an evaluation seed of ``planning.py``) at every scale of ``--scales``, for
+``df`` and ``df_mcg``, with the planner's default reward (goal distance squashed by
+``PlanSettings.squash``). The pick is the scale with the best mean normalized score.
+``planning.py --tuned`` reads the picks from ``benchmarks/results/planning_scales_BUDGET.json``.
+
+    PYTHONPATH=src python benchmarks/planning_scales.py --budget cpu --work-dir /tmp/dforce-planning
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+
+import torch
+
+from dforce.planning.data import generate_dataset, load_dataset, save_dataset
+from dforce.planning.env import MAZES
+from dforce.planning.evaluate import run_episodes, summarize
+from dforce.planning.planner import PlanSettings
+
+VALIDATION_SEED = 10
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="cpu")
+    p.add_argument("--mazes", nargs="+", default=list(MAZES), choices=list(MAZES))
+    p.add_argument("--scales", type=float, nargs="+", default=[10.0, 20.0, 30.0, 50.0, 80.0])
+    p.add_argument("--episodes", type=int, default=24, help="episodes per maze, method and scale")
+    p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval (planning.py's default)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="datasets and checkpoints (planning.py's)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from common import machine, provenance, write_results
+    from planning import BUDGETS, settings_for, train_or_load
+
+    if a.budget not in BUDGETS:
+        raise SystemExit(f"unknown budget {a.budget!r}; choose one of {sorted(BUDGETS)}")
+    prov = provenance()
+    os.makedirs(a.work_dir, exist_ok=True)
+    load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
+    t_all = time.time()
+    out: dict = {"budget": a.budget, "replan_every": a.replan_every, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
+    for maze in a.mazes:
+        data_steps, train_steps, _ = BUDGETS[a.budget][maze]
+        data_path = os.path.join(a.work_dir, f"{maze}-{data_steps}.npz")
+        if not os.path.exists(data_path):
+            save_dataset(data_path, generate_dataset(maze, data_steps, seed=0, progress=False))
+        planner, _ = train_or_load(maze, "independent", load_dataset(data_path), train_steps, 0, load)
+        grid: dict = {}
+        for method in ("df", "df_mcg"):
+            for s in a.scales:
+                load.guidance_scale = s
+                ps = settings_for(method, maze, load)
+                r = summarize([run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps)])
+                grid.setdefault(method, {})[f"{s:g}"] = {"success_rate": r["success_rate"], "normalized_score": r["normalized_score"]["mean"],
+                                                        "steps_to_goal": r["steps_to_goal"]["mean"], "seconds": round(r["seconds"], 1)}
+                print(f"[{maze}] {method} @ {s:g}: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
+        out["mazes"][maze] = {"train_steps": train_steps, "settings": asdict(PlanSettings()), "grid": grid}
+        out["picks"][maze] = {m: float(max(g, key=lambda k: g[k]["normalized_score"])) for m, g in grid.items()}
+        out["seconds_total"] = round(time.time() - t_all, 1)
+        write_results(f"planning_scales_{a.budget}", {**prov, "machine": machine(), **out}, markdown(out))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# Guidance scales picked on validation seed {r['validation_seed']} (budget `{r['budget']}`)", "",
+             f"{r['episodes']} single-goal episodes per maze, method and scale; DF planner of training seed 0; "
+             f"{r['seconds_total'] / 60:.1f} min. Cells: success, normalized score; **bold**: the pick (best score).", "",
+             "| maze | method | " + " | ".join(f"{s:g}" for s in r["scales"]) + " |", "|---|---|" + "---|" * len(r["scales"])]
+    for maze, m in r["mazes"].items():
+        for method, g in m["grid"].items():
+            cells = []
+            for s in r["scales"]:
+                c = g[f"{s:g}"]
+                txt = f"{100 * c['success_rate']:.0f}%, {c['normalized_score']:.1f}"
+                cells.append(f"**{txt}**" if s == r["picks"][maze][method] else txt)
+            lines.append(f"| {maze} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    raise SystemExit(main())
