@@ -126,6 +126,20 @@ def test_start_and_goal_are_the_cores_known_tokens(planner):
         planner.model.backbone = spy.inner
 
 
+def test_the_default_goal_reward_is_squashed_as_the_reference_planners(planner, monkeypatch):
+    """The guidance reward gets ``squash`` = 2 (the reference's ``tanh(d / 2)``) unless told otherwise."""
+    import dforce.planning.planner as mod
+
+    seen, real = [], mod.goal_reward
+    monkeypatch.setattr(mod, "goal_reward", lambda *a, **kw: seen.append(kw["squash"]) or real(*a, **kw))
+    obs, goal = np.array([[0.5, 1.0, 0.2, -0.1]]), np.array([[-1.0, 1.0]])
+    planner.plan(obs, goal, horizon=3, seed=0, steps=2, method="df")
+    assert seen and set(seen) == {2.0} and PlanSettings().guidance_scale > 0
+    seen.clear()
+    planner.plan(obs, goal, horizon=3, seed=0, steps=2, method="df", squash=None)
+    assert seen and set(seen) == {None}
+
+
 def test_training_goes_through_the_core_with_the_start_token_rule(data, tmp_path):
     from dforce.testing import SpyBackbone
 

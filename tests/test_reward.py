@@ -1,5 +1,7 @@
 """Reward guidance and Monte Carlo guidance against closed forms on a linear-Gaussian denoiser."""
 
+import math
+
 import pytest
 import torch
 
@@ -110,6 +112,8 @@ def test_goal_reward_value_and_normalization():
     r = goal_reward(x0, goal, w, frame_stack=2, frame_dim=2, mean=mean, std=std)
     # frames in world units: (3, 3) and (9, 11): distances 0 and 10
     torch.testing.assert_close(r, torch.tensor([-5.0]), atol=1e-3, rtol=0)
+    squashed = goal_reward(x0, goal, w, frame_stack=2, frame_dim=2, mean=mean, std=std, squash=2.0)
+    torch.testing.assert_close(squashed, torch.tensor([-0.5 * 2 * math.tanh(10 / 2)]), atol=1e-3, rtol=0)  # bounded by 2 per frame
 
 
 def test_goal_guided_sampling_moves_samples_to_the_goal():
