@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--scales", type=float, nargs="+", default=[10.0, 20.0, 30.0, 50.0, 80.0])
     p.add_argument("--episodes", type=int, default=24, help="episodes per maze, method and scale")
     p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval (planning.py's default)")
+    p.add_argument("--squash", default=None, help="goal-distance squash for an ablation: a number, or 'none' for the plain "
+                   "distance (default: PlanSettings'); the results then go to planning_scales_BUDGET_squashS.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="datasets and checkpoints (planning.py's)")
     a = p.parse_args(argv)
@@ -43,13 +45,15 @@ def main(argv=None) -> int:
     from common import machine, provenance, write_results
     from planning import BUDGETS, settings_for, train_or_load
 
+    squash = PlanSettings.squash if a.squash is None else None if a.squash.lower() == "none" else float(a.squash)
+    name = f"planning_scales_{a.budget}" + ("" if a.squash is None else f"_squash{a.squash.lower()}")
     if a.budget not in BUDGETS:
         raise SystemExit(f"unknown budget {a.budget!r}; choose one of {sorted(BUDGETS)}")
     prov = provenance()
     os.makedirs(a.work_dir, exist_ok=True)
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
     t_all = time.time()
-    out: dict = {"budget": a.budget, "replan_every": a.replan_every, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
+    out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
         data_path = os.path.join(a.work_dir, f"{maze}-{data_steps}.npz")
@@ -60,22 +64,24 @@ def main(argv=None) -> int:
         for method in ("df", "df_mcg"):
             for s in a.scales:
                 load.guidance_scale = s
-                ps = settings_for(method, maze, load)
+                ps = settings_for(method, maze, load).with_overrides(squash=squash)
                 r = summarize([run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps)])
                 grid.setdefault(method, {})[f"{s:g}"] = {"success_rate": r["success_rate"], "normalized_score": r["normalized_score"]["mean"],
                                                         "steps_to_goal": r["steps_to_goal"]["mean"], "seconds": round(r["seconds"], 1)}
                 print(f"[{maze}] {method} @ {s:g}: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
-        out["mazes"][maze] = {"train_steps": train_steps, "settings": asdict(PlanSettings()), "grid": grid}
+        out["mazes"][maze] = {"train_steps": train_steps, "settings": asdict(PlanSettings(squash=squash)), "grid": grid}
         out["picks"][maze] = {m: float(max(g, key=lambda k: g[k]["normalized_score"])) for m, g in grid.items()}
         out["seconds_total"] = round(time.time() - t_all, 1)
-        write_results(f"planning_scales_{a.budget}", {**prov, "machine": machine(), **out}, markdown(out))
+        write_results(name, {**prov, "machine": machine(), **out}, markdown(out))
     return 0
 
 
 def markdown(r: dict) -> str:
+    reward = "plain" if r["squash"] is None else f"squashed by {r['squash']:g}"
     lines = [f"# Guidance scales picked on validation seed {r['validation_seed']} (budget `{r['budget']}`)", "",
-             f"{r['episodes']} single-goal episodes per maze, method and scale; DF planner of training seed 0; "
-             f"{r['seconds_total'] / 60:.1f} min. Cells: success, normalized score; **bold**: the pick (best score).", "",
+             f"{r['episodes']} single-goal episodes per maze, method and scale, replanning every {r['replan_every']} steps; "
+             f"goal distance {reward}; DF planner of training seed 0; {r['seconds_total'] / 60:.1f} min. "
+             "Cells: success, normalized score; **bold**: the pick (best score).", "",
              "| maze | method | " + " | ".join(f"{s:g}" for s in r["scales"]) + " |", "|---|---|" + "---|" * len(r["scales"])]
     for maze, m in r["mazes"].items():
         for method, g in m["grid"].items():
