@@ -208,7 +208,7 @@ class PlanSettings:
 
     method: str = "df_mcg"
     sampling: SamplingConfig = field(default_factory=_plan_sampling)
-    guidance_scale: float = 30.0
+    guidance_scale: float = 50.0
     mc_samples: int = 4
     squash: Optional[float] = 2.0
     fs_horizon: Optional[int] = None
