@@ -45,7 +45,7 @@ PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, T
 BUDGETS = {
     "tiny": {"umaze": (3000, 20, 2), "medium": (3000, 20, 2), "large": (3000, 20, 2)},
     "cpu": {"umaze": (60_000, 800, 12), "medium": (100_000, 700, 12), "large": (150_000, 600, 12)},
-    "long": {"umaze": (100_000, 5000, 12), "medium": (200_000, 20_000, 12), "large": (300_000, 20_000, 12)},
+    "long": {"umaze": (100_000, 5000, 12), "medium": (200_000, 20_000, 12), "large": (200_000, 20_000, 12)},
     "full": {m: (MAZES[m].dataset_steps, 20_000, 32) for m in MAZES},
 }
 METHODS = ("df_mcg", "df", "full_sequence")
