@@ -13,6 +13,7 @@ validation seed (never an evaluation seed of ``planning.py``) at every scale of 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     os.makedirs(a.work_dir, exist_ok=True)
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
     t_all = time.time()
+    prior = _earlier_run(name, a.budget, squash, a.mazes)
     out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
@@ -69,28 +71,48 @@ def main(argv=None) -> int:
                 grid.setdefault(method, {})[f"{s:g}"] = {"success_rate": r["success_rate"], "normalized_score": r["normalized_score"]["mean"],
                                                         "steps_to_goal": r["steps_to_goal"]["mean"], "seconds": round(r["seconds"], 1)}
                 print(f"[{maze}] {method} @ {s:g}: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
-        out["mazes"][maze] = {"train_steps": train_steps, "settings": asdict(PlanSettings(squash=squash)), "grid": grid}
+        out["mazes"][maze] = {"train_steps": train_steps, "settings": asdict(PlanSettings(squash=squash)), "grid": grid, **prov,
+                              "seconds": round(time.time() - t_all, 1)}
         out["picks"][maze] = {m: float(max(g, key=lambda k: g[k]["normalized_score"])) for m, g in grid.items()}
         out["seconds_total"] = round(time.time() - t_all, 1)
-        write_results(name, {**prov, "machine": machine(), **out}, markdown(out))
+        merged = {**out, "mazes": {**prior.get("mazes", {}), **out["mazes"]}, "picks": {**prior.get("picks", {}), **out["picks"]}}
+        write_results(name, {**prov, "machine": machine(), **merged}, markdown(merged))
     return 0
+
+
+def _earlier_run(name: str, budget: str, squash, mazes: list[str]) -> dict:
+    """The other mazes of an earlier run with the same budget and reward (kept in the results file,
+    each with its own ``git_sha`` and ``command``), so that mazes can be picked one run at a time."""
+    from common import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {}
+    r = json.loads(path.read_text())
+    if r.get("budget") != budget or r.get("squash", PlanSettings.squash) != squash:
+        return {}
+    keep = [m for m in r.get("mazes", {}) if m not in mazes]
+    mz = {m: {"git_sha": r.get("git_sha"), "command": r.get("command"), **r["mazes"][m]} for m in keep}
+    return {"mazes": mz, "picks": {m: r["picks"][m] for m in keep}}
 
 
 def markdown(r: dict) -> str:
     reward = "plain" if r["squash"] is None else f"squashed by {r['squash']:g}"
+    scales = sorted({float(s) for m in r["mazes"].values() for g in m["grid"].values() for s in g})
     lines = [f"# Guidance scales picked on validation seed {r['validation_seed']} (budget `{r['budget']}`)", "",
              f"{r['episodes']} single-goal episodes per maze, method and scale, replanning every {r['replan_every']} steps; "
-             f"goal distance {reward}; DF planner of training seed 0; {r['seconds_total'] / 60:.1f} min. "
+             f"goal distance {reward}; DF planner of training seed 0. "
              "Cells: success, normalized score; **bold**: the pick (best score).", "",
-             "| maze | method | " + " | ".join(f"{s:g}" for s in r["scales"]) + " |", "|---|---|" + "---|" * len(r["scales"])]
+             "| maze | method | " + " | ".join(f"{s:g}" for s in scales) + " |", "|---|---|" + "---|" * len(scales)]
     for maze, m in r["mazes"].items():
         for method, g in m["grid"].items():
             cells = []
-            for s in r["scales"]:
-                c = g[f"{s:g}"]
-                txt = f"{100 * c['success_rate']:.0f}%, {c['normalized_score']:.1f}"
+            for s in scales:
+                c = g.get(f"{s:g}")
+                txt = "-" if c is None else f"{100 * c['success_rate']:.0f}%, {c['normalized_score']:.1f}"
                 cells.append(f"**{txt}**" if s == r["picks"][maze][method] else txt)
             lines.append(f"| {maze} | {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Per maze: " + "; ".join(f"{maze} by `{m['command']}` at `{m['git_sha']}`" for maze, m in r["mazes"].items()) + "."]
     return "\n".join(lines)
 
 
