@@ -13,8 +13,7 @@ run, not independent runs). After each stage, from the same single-goal starts:
   each scale, for ``df`` (one sample) and ``df_mcg``, with the straight-to-goal floor from the
   same starts.
 
-The reward is the plain goal distance (``squash=None``), as when these runs were made; the planner's
-squashed default is picked by ``planning_scales.py``.
+The reward is the plain goal distance unless ``--squash`` says otherwise (the planner's default is 2).
 
 Writes ``benchmarks/results/planning_walls.{json,md}`` (``--name``: another name).
 
@@ -41,11 +40,11 @@ from dforce.planning.evaluate import run_episodes, summarize
 from dforce.planning.planner import PlannerConfig, PlanSettings, planner_train_config, train_planner
 
 
-def plan_checks(planner, maze: str, n: int, scale: float, seed: int) -> dict:
+def plan_checks(planner, maze: str, n: int, scale: float, seed: int, squash: float | None) -> dict:
     """Plans from ``n`` single-goal starts at guidance ``scale`` (method ``df``), checked against the walls."""
     with PointMaze(maze, num_envs=n) as env:
         obs = env.reset(np.random.default_rng(seed), "single_goal")
-        plan = planner.plan(obs, env.goal, horizon=maze_spec(maze).episode_len, method="df", guidance_scale=scale, squash=None, seed=seed)
+        plan = planner.plan(obs, env.goal, horizon=maze_spec(maze).episode_len, method="df", guidance_scale=scale, squash=squash, seed=seed)
         pos = np.concatenate([obs[:, None, :2], plan[..., :2]], 1)  # [n, 1 + frames, 2]
         lam = np.linspace(0.0, 1.0, 11)[:, None]
         path = pos[:, :-1, None] + lam * (pos[:, 1:] - pos[:, :-1])[:, :, None]  # [n, frames, 11, 2]
@@ -66,11 +65,14 @@ def main(argv=None) -> int:
     p.add_argument("--plans", type=int, default=24, help="starts for the plan checks")
     p.add_argument("--episodes", type=int, default=24, help="episodes per method and scale (one evaluation seed)")
     p.add_argument("--seed", type=int, default=0, help="training seed; evaluation seed 1, plan-check seed 5")
+    p.add_argument("--squash", default="none", help="goal-distance squash of the guidance reward: 'none' (the plain distance, "
+                   "as in the recorded runs) or a number (the planner's default is 2)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="planning_walls", help="results file name (benchmarks/results/NAME.json, .md)")
     p.add_argument("--work-dir", default=None, help="data and the resumable training run (default: a temporary folder)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    squash = None if a.squash.lower() == "none" else float(a.squash)
     from common import machine, provenance, write_results
     from planning import pooled
 
@@ -94,10 +96,10 @@ def main(argv=None) -> int:
                                          out_dir=os.path.join(work, f"{a.maze}-run-seed{a.seed}"), checkpoint_every=1000, resume=True)
         planner = train_planner(cfg, data, train_cfg)
         point = {"train_steps": steps, "train_seconds_stage": round(time.time() - t0, 1),
-                 "plans": {f"{s:g}": plan_checks(planner, a.maze, a.plans, s, 5) for s in (0.0, *a.scales)}, "episodes": {}}
+                 "plans": {f"{s:g}": plan_checks(planner, a.maze, a.plans, s, 5, squash) for s in (0.0, *a.scales)}, "episodes": {}}
         for method in ("df", "df_mcg"):
             for s in a.scales:
-                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s, squash=None))]])
+                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s, squash=squash))]])
                 point["episodes"][f"{method}@{s:g}"] = {"success_rate": r["success_rate"]["mean"], "normalized_score": r["normalized_score"]["mean"],
                                                         "sem": r["normalized_score"]["sem"], "episodes": r["episodes"],
                                                         "seconds": round(r["seconds"], 1)}
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
               + " | " + ", ".join(f"{k}: {100 * v['success_rate']:.0f}% {v['normalized_score']:.1f}" for k, v in point["episodes"].items()),
               flush=True)
         result = {**prov, "machine": machine(), "maze": a.maze, "data_steps": a.data_steps, "data_step_median": data_step,
-                  "model": asdict(cfg), "floor": {"success_rate": floor["success_rate"], "normalized_score": floor["normalized_score"]["mean"],
+                  "model": asdict(cfg), "squash": squash, "floor": {"success_rate": floor["success_rate"], "normalized_score": floor["normalized_score"]["mean"],
                                                    "episodes": floor["episodes"]},
                   "points": points, "seconds_total": round(time.time() - t_all, 1)}
         write_results(a.name, result, markdown(result))
@@ -121,7 +123,7 @@ def markdown(r: dict) -> str:
              f"{r['data_steps']} generated environment steps; the benchmark's backbone (width {r['model']['width']}, depth {r['model']['depth']}).", "",
              f"Plans (one per start, method `df`, the whole episode): frames in free cells, plans whose path never enters a wall cell, "
              f"plans that come within 0.5 of the goal, median step per planned frame (the data's: {r['data_step_median']:.3f}). "
-             "Scale 0 is the model's own prior.", "",
+             "Scale 0 is the model's own prior. Goal distance: " + ("plain." if r.get("squash") is None else f"squashed by {r['squash']:g}."), "",
              "| training steps | guidance scale | frames free | plans clear of walls | plans reaching goal | step |", "|---|---|---|---|---|---|"]
     for pt in r["points"]:
         for s, c in pt["plans"].items():
