@@ -275,7 +275,8 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         "",
         f"Command: `{results.get('command')}` at `{results.get('git_sha')}`. {results['date']}, {results['machine']}, budget "
         f"`{results['budget']['name']}`, total {results.get('seconds_total', 0) / 60:.1f} min"
-        + (" (evaluation only: models loaded from an earlier run with this budget)." if results.get("reused_checkpoints") else " (data, training and evaluation)."),
+        + (" (`--reuse-checkpoints`: models found in the work folder were loaded, the others trained; the train times are the "
+           "models' own)." if results.get("reused_checkpoints") else " (data, training and evaluation)."),
         "",
         f"Data: {results['data_note']}. Published numbers use D4RL's own datasets and far larger training budgets.",
         "",
