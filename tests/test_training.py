@@ -64,6 +64,15 @@ def test_ema_weights_are_returned(tmp_path):
     assert max(diffs) > 1e-6  # EMA weights differ from the raw last iterate
 
 
+def test_a_finished_run_resumed_returns_its_ema_weights(tmp_path):
+    """Resuming a run that already reached max_steps trains nothing and returns the same EMA weights."""
+    data = RandomWindows(sine_series(), 8, seed=0)
+    first = train(small_model(), data, quick_cfg(tmp_path, ema_decay=0.9))
+    again = train(small_model(), data, quick_cfg(tmp_path, ema_decay=0.9))
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_loss_falls_with_lightning_bf16(tmp_path):
     data = RandomWindows(sine_series(), 16)
     model = small_model()

@@ -345,9 +345,14 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
         remove_stale_temps(root / "checkpoints")
         last = root / "checkpoints" / "last.ckpt"
         ckpt = str(last) if (config.resume and config.out_dir and last.is_file()) else None
-        if ckpt is not None:
-            load_checkpoint(ckpt)  # fail before the trainer creates logs/ when the file is unreadable
+        finished = False
+        if ckpt is not None:  # read first: fail before the trainer creates logs/ when the file is unreadable
+            finished = load_checkpoint(ckpt).get("global_step", 0) >= config.max_steps
         trainer.fit(module, train_loader, val_loader if has_val else None, ckpt_path=ckpt)
+        if finished:
+            # fit ran no step, so the EMA callback never put the average in: take the checkpoint's
+            # state_dict, which holds the EMA weights (the raw ones without EMA)
+            module.load_state_dict(load_checkpoint(ckpt)["state_dict"])
         return module.model.eval()
     finally:
         if tmp is not None:
