@@ -71,6 +71,8 @@ def test_a_finished_run_resumed_returns_its_ema_weights(tmp_path):
     again = train(small_model(), data, quick_cfg(tmp_path, ema_decay=0.9))
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"at step 20, past max_steps=10: raise max_steps"):
+        train(small_model(), data, quick_cfg(tmp_path, ema_decay=0.9, max_steps=10))
 
 
 def test_loss_falls_with_lightning_bf16(tmp_path):

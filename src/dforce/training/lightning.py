@@ -347,7 +347,11 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
         ckpt = str(last) if (config.resume and config.out_dir and last.is_file()) else None
         finished = False
         if ckpt is not None:  # read first: fail before the trainer creates logs/ when the file is unreadable
-            finished = load_checkpoint(ckpt).get("global_step", 0) >= config.max_steps
+            step = int(load_checkpoint(ckpt).get("global_step", 0))
+            if step > config.max_steps:
+                raise ValueError(f"the run in {root} is at step {step}, past max_steps={config.max_steps}: raise max_steps to "
+                                 "continue it, or train into a new out_dir (or with resume=False)")
+            finished = step == config.max_steps
         trainer.fit(module, train_loader, val_loader if has_val else None, ckpt_path=ckpt)
         if finished:
             # fit ran no step, so the EMA callback never put the average in: take the checkpoint's
