@@ -13,6 +13,7 @@ goal, normalized with D4RL's reference scores):
 Writes ``benchmarks/results/planning.json``, ``planning.md`` and one PNG per maze.
 
     python benchmarks/planning.py --tuned           # the CPU budget: 3 training seeds, 108 episodes per maze, the curve
+    python benchmarks/planning.py --budget long --tuned   # 20k training steps (5 core-hours); scales: planning_scales.py --budget long
     python benchmarks/planning.py --budget full     # D4RL-sized data and longer training (hours on CPU)
     python benchmarks/planning.py --mazes umaze --budget tiny   # smoke run
 """
@@ -51,7 +52,6 @@ BUDGETS = {
 METHODS = ("df_mcg", "df", "full_sequence")
 # training steps of the normalized-score-vs-training curve (df_mcg, one training and evaluation seed)
 CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [3000, 10_000, 20_000], "full": [2000, 5000, 20_000]}
-
 
 
 def tuned_scales(budget: str) -> dict:
@@ -114,7 +114,8 @@ def main(argv=None) -> int:
                    help="replanning interval of full_sequence; default: run_episodes' (plan once per episode, as Diffuser's maze2d "
                         "evaluation does: its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
-    p.add_argument("--tuned", action="store_true", help="use the scales planning_scales.py picked on a validation seed (results/planning_scales_BUDGET.json) instead of --guidance-scale")
+    p.add_argument("--tuned", action="store_true",
+                   help="use the scales planning_scales.py picked on a validation seed (results/planning_scales_BUDGET.json)")
     p.add_argument("--reuse-checkpoints", action="store_true", help="load models from --work-dir when present")
     p.add_argument("--mc-samples", type=int, default=4)
     p.add_argument("--sampling-steps", type=int, default=16)
