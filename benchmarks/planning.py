@@ -54,6 +54,16 @@ METHODS = ("df_mcg", "df", "full_sequence")
 CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [3000, 10_000, 20_000], "full": [2000, 5000, 20_000]}
 
 
+def squash_arg(text: str) -> float | None:
+    """``--squash`` of the planning scripts: ``none`` (the plain goal distance) or a positive number."""
+    if text.lower() == "none":
+        return None
+    value = float(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
 def tuned_scales(budget: str) -> dict:
     """Guidance scales per maze and method picked on a validation seed by ``planning_scales.py``."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"planning_scales_{budget}.json")

@@ -44,9 +44,12 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from common import machine, provenance, write_results
-    from planning import BUDGETS, settings_for, train_or_load
+    from planning import BUDGETS, settings_for, squash_arg, train_or_load
 
-    squash = PlanSettings.squash if a.squash is None else None if a.squash.lower() == "none" else float(a.squash)
+    try:
+        squash = PlanSettings.squash if a.squash is None else squash_arg(a.squash)
+    except ValueError:
+        p.error(f"--squash must be 'none' or a positive number, got {a.squash!r}")
     name = f"planning_scales_{a.budget}" + ("" if a.squash is None else f"_squash{a.squash.lower()}")
     if a.budget not in BUDGETS:
         raise SystemExit(f"unknown budget {a.budget!r}; choose one of {sorted(BUDGETS)}")

@@ -72,9 +72,13 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", default=None, help="data and the resumable training run (default: a temporary folder)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    squash = None if a.squash.lower() == "none" else float(a.squash)
     from common import machine, provenance, write_results
-    from planning import pooled
+    from planning import pooled, squash_arg
+
+    try:
+        squash = squash_arg(a.squash)
+    except ValueError:
+        p.error(f"--squash must be 'none' or a positive number, got {a.squash!r}")
 
     prov = provenance()  # the code that runs, taken before it runs
     work = a.work_dir or tempfile.mkdtemp(prefix="dforce-planning-walls-")

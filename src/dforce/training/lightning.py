@@ -345,18 +345,20 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
         remove_stale_temps(root / "checkpoints")
         last = root / "checkpoints" / "last.ckpt"
         ckpt = str(last) if (config.resume and config.out_dir and last.is_file()) else None
-        finished = False
+        final_weights = None
         if ckpt is not None:  # read first: fail before the trainer creates logs/ when the file is unreadable
-            step = int(load_checkpoint(ckpt).get("global_step", 0))
+            saved = load_checkpoint(ckpt)
+            step = int(saved.get("global_step", 0))
             if step > config.max_steps:
                 raise ValueError(f"the run in {root} is at step {step}, past max_steps={config.max_steps}: raise max_steps to "
                                  "continue it, or train into a new out_dir (or with resume=False)")
-            finished = step == config.max_steps
+            # a finished run: fit runs no step, so the EMA callback never puts the average in; the
+            # checkpoint's state_dict holds the EMA weights (the raw ones without EMA)
+            final_weights = saved["state_dict"] if step == config.max_steps else None
+            del saved
         trainer.fit(module, train_loader, val_loader if has_val else None, ckpt_path=ckpt)
-        if finished:
-            # fit ran no step, so the EMA callback never put the average in: take the checkpoint's
-            # state_dict, which holds the EMA weights (the raw ones without EMA)
-            module.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+        if final_weights is not None:
+            module.load_state_dict(final_weights)
         return module.model.eval()
     finally:
         if tmp is not None:
