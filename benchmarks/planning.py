@@ -64,11 +64,22 @@ def squash_arg(text: str) -> float | None:
     return value
 
 
-def tuned_scales(budget: str) -> dict:
-    """Guidance scales per maze and method picked on a validation seed by ``planning_scales.py``."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"planning_scales_{budget}.json")
+REPLAN_EVERY = 100  # MPC replanning interval of df and df_mcg (steps)
+
+
+def scales_name(budget: str, replan_every: int = REPLAN_EVERY, squash: str | None = None) -> str:
+    """Result name of ``planning_scales.py``'s picks for a budget, replanning interval and ``--squash``."""
+    return (f"planning_scales_{budget}" + ("" if replan_every == REPLAN_EVERY else f"_replan{replan_every}")
+            + ("" if squash is None else f"_squash{squash.lower()}"))
+
+
+def tuned_scales(budget: str, replan_every: int = REPLAN_EVERY) -> dict:
+    """Guidance scales per maze and method picked on a validation seed by ``planning_scales.py``
+    at the same replanning interval."""
+    name = scales_name(budget, replan_every)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{name}.json")
     if not os.path.exists(path):
-        raise SystemExit(f"--tuned needs {path}; run benchmarks/planning_scales.py --budget {budget} first")
+        raise SystemExit(f"--tuned needs {path}; run benchmarks/planning_scales.py --budget {budget} --replan-every {replan_every} first")
     with open(path) as f:
         return json.load(f)["picks"]
 
@@ -119,7 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget", default="cpu", choices=list(BUDGETS))
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds per trained model (single-goal setting)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one DF and one full-sequence model each)")
-    p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval of df and df_mcg (steps)")
+    p.add_argument("--replan-every", type=int, default=REPLAN_EVERY, help="MPC replanning interval of df and df_mcg (steps)")
     p.add_argument("--fs-replan-every", type=int, default=None,
                    help="replanning interval of full_sequence; default: run_episodes' (plan once per episode, as Diffuser's maze2d "
                         "evaluation does: its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
@@ -140,7 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="planning", help="result files NAME.json / NAME.md")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = p.parse_args(argv)
-    args.tuned = tuned_scales(args.budget) if args.tuned else None
+    args.tuned = tuned_scales(args.budget, args.replan_every) if args.tuned else None
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     os.makedirs(args.work_dir, exist_ok=True)

@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--mazes", nargs="+", default=list(MAZES), choices=list(MAZES))
     p.add_argument("--scales", type=float, nargs="+", default=[10.0, 20.0, 30.0, 50.0, 80.0])
     p.add_argument("--episodes", type=int, default=24, help="episodes per maze, method and scale")
-    p.add_argument("--replan-every", type=int, default=100, help="MPC replanning interval (planning.py's default)")
+    p.add_argument("--replan-every", type=int, default=100,
+                   help="MPC replanning interval (planning.py's default); another value writes planning_scales_BUDGET_replanN")
     p.add_argument("--squash", default=None, help="goal-distance squash for an ablation: a number, or 'none' for the plain "
                    "distance (default: PlanSettings'); the results then go to planning_scales_BUDGET_squashS.json")
     p.add_argument("--threads", type=int, default=1)
@@ -44,20 +45,20 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from common import machine, provenance, write_results
-    from planning import BUDGETS, settings_for, squash_arg, train_or_load
+    from planning import BUDGETS, scales_name, settings_for, squash_arg, train_or_load
 
     try:
         squash = PlanSettings.squash if a.squash is None else squash_arg(a.squash)
     except ValueError:
         p.error(f"--squash must be 'none' or a positive number, got {a.squash!r}")
-    name = f"planning_scales_{a.budget}" + ("" if a.squash is None else f"_squash{a.squash.lower()}")
+    name = scales_name(a.budget, a.replan_every, a.squash)
     if a.budget not in BUDGETS:
         raise SystemExit(f"unknown budget {a.budget!r}; choose one of {sorted(BUDGETS)}")
     prov = provenance()
     os.makedirs(a.work_dir, exist_ok=True)
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
     t_all = time.time()
-    prior = _earlier_run(name, a.budget, squash, a.mazes)
+    prior = _earlier_run(name, a.budget, squash, a.replan_every, a.mazes)
     out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _earlier_run(name: str, budget: str, squash, mazes: list[str]) -> dict:
+def _earlier_run(name: str, budget: str, squash, replan_every: int, mazes: list[str]) -> dict:
     """The other mazes of an earlier run with the same budget and reward (kept in the results file,
     each with its own ``git_sha`` and ``command``), so that mazes can be picked one run at a time."""
     from common import RESULTS
@@ -92,7 +93,7 @@ def _earlier_run(name: str, budget: str, squash, mazes: list[str]) -> dict:
     if not path.exists():
         return {}
     r = json.loads(path.read_text())
-    if r.get("budget") != budget or r.get("squash", PlanSettings.squash) != squash:
+    if (r.get("budget"), r.get("squash", PlanSettings.squash), r.get("replan_every")) != (budget, squash, replan_every):
         return {}
     keep = [m for m in r.get("mazes", {}) if m not in mazes]
     mz = {m: {"git_sha": r.get("git_sha"), "command": r.get("command"), **r["mazes"][m]} for m in keep}

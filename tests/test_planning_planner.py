@@ -158,6 +158,18 @@ def test_training_goes_through_the_core_with_the_start_token_rule(data, tmp_path
     assert p.plan(np.zeros((1, 4)), np.ones((1, 2)), steps=2, method="df").shape == (1, 6, 4)
 
 
+def test_a_planner_depends_on_its_seed_not_on_the_callers_rng_state(data):
+    cfg, config = PlannerConfig(**TINY), _quick(max_steps=1, batch_size=2, seed=3)
+    torch.manual_seed(0)
+    a = train_planner(cfg, data, config)
+    torch.rand(100)  # a caller that drew numbers before (e.g. trained another planner)
+    b = train_planner(cfg, data, config)
+    c = train_planner(cfg, data, _quick(max_steps=1, batch_size=2, seed=4))
+    wa, wb, wc = (p.model.state_dict() for p in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_plan_on_cuda(planner, tmp_path):
     path = planner.save(str(tmp_path / "p"))

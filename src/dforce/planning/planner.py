@@ -173,6 +173,7 @@ def train_planner(cfg: PlannerConfig, dataset: dict[str, np.ndarray], config: Op
     mean, std = normalizer(feats)
     windows = PlanningWindows(feats, cfg.window(), cfg.frame_stack, mean, std, frame_skip=cfg.frame_skip, flexible=True, seed=config.seed)
     t0 = time.time()
+    torch.manual_seed(config.seed)  # the initial weights follow the training seed, not the caller's RNG state
     model = train(build_model(cfg), windows, config)
     info = {"train": asdict(config), "train_seconds": time.time() - t0, "data": dataset.get("meta", {})}
     return Planner(model, cfg, mean, std, extra=info)
