@@ -101,10 +101,18 @@ def pooled(runs_by_seed: list[list[dict]]) -> dict:
     return out
 
 
+STAGED_FROM = 2 * planner_train_config().warmup_steps  # shorter runs start their EMA at max_steps // 2
 TRAINED: dict[str, float] = {}  # checkpoints written by this run -> training seconds
+RUN_SECONDS: dict[str, float] = {}  # staged training folders -> training seconds so far
 
 
-def train_or_load(maze: str, kind: str, data: dict, train_steps: int, seed: int, args) -> tuple[Planner, float]:
+def train_or_load(maze: str, kind: str, data: dict, train_steps: int, seed: int, args,
+                  run_dir: str | None = None) -> tuple[Planner, float]:
+    """The planner of ``maze``, ``kind``, ``train_steps`` and ``seed``: written by this run, loaded with
+    ``--reuse-checkpoints``, or trained. With ``run_dir``, training continues the run kept there and
+    the seconds are the run's total: the curve's points are stages of one run, bit-identical on CPU
+    to separate runs (``tests/test_training.py``) once a stage is long enough for the EMA to start
+    at the end of warm-up (``STAGED_FROM``)."""
     ckpt = os.path.join(args.work_dir, f"{maze}-{kind}-{train_steps}-seed{seed}")
     if ckpt in TRAINED:  # e.g. the curve's point at the budget's training steps
         return Planner.from_checkpoint(ckpt), TRAINED[ckpt]
@@ -112,11 +120,15 @@ def train_or_load(maze: str, kind: str, data: dict, train_steps: int, seed: int,
         planner = Planner.from_checkpoint(ckpt)
         return planner, float(planner.extra["train_seconds"])
     t0 = time.time()
-    settings = planner_train_config(max_steps=train_steps, lr=1e-3, seed=seed, logger="none", progress=False)
+    settings = planner_train_config(max_steps=train_steps, lr=1e-3, seed=seed, logger="none", progress=False, out_dir=run_dir)
     planner = train_planner(PlannerConfig(maze=maze, training_noise=kind), data, settings)
+    seconds = RUN_SECONDS.get(run_dir, 0.0) + time.time() - t0
+    if run_dir is not None:
+        RUN_SECONDS[run_dir] = seconds
+        planner.extra["train_seconds"] = seconds
     planner.save(ckpt)
-    TRAINED[ckpt] = time.time() - t0
-    return planner, TRAINED[ckpt]
+    TRAINED[ckpt] = seconds
+    return planner, seconds
 
 
 def settings_for(method: str, maze: str, args) -> PlanSettings:
@@ -195,6 +207,11 @@ def main(argv=None) -> int:
         data = load_dataset(data_path)
         detail["seconds_data"] = round(time.time() - t0, 1)
         print(f"[{maze}] data {data_steps} steps in {detail['seconds_data']}s", flush=True)
+        curve = curve_steps if "df_mcg" in args.methods else []
+        if curve:  # one run of training seed 0 through the curve's steps, in order, before the rest uses its models
+            with tempfile.TemporaryDirectory(dir=args.work_dir, prefix=f"{maze}-curve-run-") as run_dir:
+                for steps in sorted(set(curve)):
+                    train_or_load(maze, "independent", data, steps, args.train_seeds[0], args, run_dir if steps >= STAGED_FROM else None)
         kinds = (["independent"] if {"df", "df_mcg"} & set(args.methods) else []) + (["full_sequence"] if "full_sequence" in args.methods else [])
         detail["seconds_train"] = {k: [] for k in kinds}
         runs: dict = {m: [] for m in args.methods}
@@ -234,9 +251,9 @@ def main(argv=None) -> int:
         detail["model"] = asdict(PlannerConfig(maze=maze))
         detail["train"] = asdict(planner_train_config(max_steps=train_steps, lr=1e-3, logger="none", progress=False))
         results["details"][maze] = detail
-        if curve_steps and "df_mcg" in args.methods:
+        if curve:
             points = []
-            for steps in curve_steps:
+            for steps in curve:
                 planner, secs = train_or_load(maze, "independent", data, steps, args.train_seeds[0], args)
                 r = summarize([run_episodes(planner, maze, episodes, "single_goal", args.eval_seeds[0], args.replan_every,
                                             settings_for("df_mcg", maze, args))])

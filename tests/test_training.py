@@ -75,6 +75,37 @@ def test_a_finished_run_resumed_returns_its_ema_weights(tmp_path):
         train(small_model(), data, quick_cfg(tmp_path, ema_decay=0.9, max_steps=10))
 
 
+def test_extending_a_finished_run_equals_one_longer_run(tmp_path):
+    """A map-style dataset (a shuffled epoch of 5 batches): 6 steps, then the same run extended to
+    14, gives the uninterrupted 14-step run's weights bit for bit (the resume re-enters the epoch's
+    order, and continues from the trained weights, not from the EMA copy the first call returned)."""
+    seqs = torch.randn(20, 8, 2)
+    cfg = dict(batch_size=4, ema_decay=0.9, warmup_steps=2, checkpoint_every=100, logger="none")
+    torch.manual_seed(0)
+    one = train(small_model(), seqs, quick_cfg(tmp_path / "one", max_steps=14, **cfg))
+    torch.manual_seed(0)
+    first = train(small_model(), seqs, quick_cfg(tmp_path / "staged", max_steps=6, **cfg))
+    staged = train(small_model(), seqs, quick_cfg(tmp_path / "staged", max_steps=14, **cfg))
+    for a, b in zip(one.state_dict().values(), staged.state_dict().values()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), staged.state_dict().values()))
+
+
+def test_the_resumable_sampler_keeps_random_samplers_order_and_re_enters_it():
+    from torch.utils.data import RandomSampler
+
+    from dforce.training.lightning import ResumableRandomSampler
+
+    torch.manual_seed(3)
+    expected = list(RandomSampler(range(10)))
+    torch.manual_seed(3)
+    s = ResumableRandomSampler(10)
+    assert list(s) == expected
+    s.resume_at(s.epoch_seed, 4)
+    assert list(s) == expected[4:]
+    assert list(s) != expected  # the next epoch draws a new order
+
+
 def test_loss_falls_with_lightning_bf16(tmp_path):
     data = RandomWindows(sine_series(), 16)
     model = small_model()

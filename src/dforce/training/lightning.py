@@ -21,7 +21,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from dforce.model import DiffusionForcing
 from dforce.training.data import SequenceDataset, unpack_batch
@@ -156,6 +156,36 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+class ResumableRandomSampler(Sampler[int]):
+    """``RandomSampler``'s order that a resume can re-enter mid-epoch.
+
+    Each epoch's permutation of ``n`` items is seeded by one draw from the global torch RNG, as
+    ``RandomSampler`` draws it, so a fresh run sees the same order as with ``shuffle=True``.
+    :meth:`resume_at` replays the permutation of a given seed from item ``skip`` on, once.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.epoch_seed = 0
+        self._resume: Optional[tuple[int, int]] = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def resume_at(self, epoch_seed: int, skip: int) -> None:
+        self._resume = (epoch_seed, skip)
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None:
+            self.epoch_seed, skip = self._resume
+            self._resume = None
+        else:
+            self.epoch_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch_seed))
+        yield from order[skip:].tolist()
+
+
 class ExactResume(Callback):
     """Saves the RNG states and the data position in every checkpoint and restores them.
 
@@ -163,13 +193,19 @@ class ExactResume(Callback):
     data loader's iterator was created, which draws from the global RNG in a fresh run too), so a
     resumed run on CPU repeats the uninterrupted run's losses bit for bit. The data position is
     the number of training batches consumed; a dataset with a ``start`` attribute (such as
-    :class:`RandomWindows`) restarts its stream there.
+    :class:`RandomWindows`) restarts its stream there, and a map-style dataset's
+    :class:`ResumableRandomSampler` re-enters its epoch's order after the batches already taken.
     """
 
-    def __init__(self, dataset: Any = None, batch_size: int = 1) -> None:
-        self.dataset, self.batch_size = dataset, batch_size
+    def __init__(self, dataset: Any = None, batch_size: int = 1, sampler: Optional[ResumableRandomSampler] = None) -> None:
+        self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
         self.batches = 0
+        self.epoch_start = 0  # self.batches when the current epoch began
         self._pending: Optional[dict] = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._pending is None:  # not the epoch a resume re-enters
+            self.epoch_start = self.batches
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._pending is not None:
@@ -179,13 +215,24 @@ class ExactResume(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # before the EMA callback copies the average in: the final checkpoint keeps these as the
+        # weights to continue from, so that extending a finished run is the same as one longer run
+        pl_module.raw_at_end = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": _rng_state(), "batches": self.batches, "items": self.batches * self.batch_size,
-                "batch_size": self.batch_size}
+        state = {"rng": _rng_state(), "batches": self.batches, "items": self.batches * self.batch_size,
+                 "batch_size": self.batch_size}
+        if self.sampler is not None:
+            state["sampler"] = {"epoch_seed": self.sampler.epoch_seed, "epoch_start": self.epoch_start}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches = int(state["batches"])
         self._pending = state["rng"]
+        if self.sampler is not None and "sampler" in state:
+            self.epoch_start = int(state["sampler"]["epoch_start"])
+            self.sampler.resume_at(int(state["sampler"]["epoch_seed"]), (self.batches - self.epoch_start) * self.batch_size)
         if self.dataset is not None and hasattr(self.dataset, "start"):
             if int(state.get("batch_size", self.batch_size)) != self.batch_size:
                 raise ValueError(f"the checkpoint to resume was trained with batch_size={state['batch_size']}, not {self.batch_size}; "
@@ -200,6 +247,7 @@ class DiffusionForcingModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.config = config
+        self.raw_at_end: Optional[dict[str, torch.Tensor]] = None  # the trained (not averaged) weights when fit ends
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, cond, mask = unpack_batch(batch)
@@ -235,6 +283,8 @@ class DiffusionForcingModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dforce_spec"] = model_spec(self.model) if hasattr(self.model.backbone, "config") else None
+        if self.raw_at_end is not None and "current_model_state" in checkpoint:  # see ExactResume.on_train_end
+            checkpoint["current_model_state"] = self.raw_at_end
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("dforce_spec")
@@ -259,7 +309,8 @@ def _loader(data, batch_size: int, num_workers: int, shuffle: bool) -> DataLoade
         raise ValueError("the training data holds no sequences; give at least one")
     # dropping the last partial batch must never drop every batch (a data set smaller than batch_size)
     drop_last = shuffle and len(data) >= batch_size
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
+    sampler = ResumableRandomSampler(len(data)) if shuffle else None
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
                       persistent_workers=num_workers > 0)
 
 
@@ -309,8 +360,10 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
     ``data``: a Dataset (map-style or iterable), DataLoader or tensor [M, N, *frame_shape]; items
     are tensors or dicts with ``x`` / ``cond`` / ``mask``. With ``config.out_dir`` set, a killed run
     resumes from ``out_dir/checkpoints/last.ckpt``: model, optimizer, EMA, RNG states and data
-    position (exact for :class:`RandomWindows`: on CPU the losses after a resume are bit-identical
-    to an uninterrupted run's). ``callbacks``: more Lightning callbacks.
+    position (exact for :class:`RandomWindows` and shuffled map-style datasets: on CPU the losses
+    after a resume are bit-identical to an uninterrupted run's; a finished run extended to a larger
+    ``max_steps`` continues from its trained weights, not the EMA copy). ``callbacks``: more
+    Lightning callbacks.
     """
     import tempfile
 
@@ -340,7 +393,10 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
             dataset.batch_size = train_loader.batch_size
         if dataset is not None and hasattr(dataset, "start"):
             dataset.start = 0  # a resume sets it from the checkpoint
-        resume_cb = ExactResume(dataset, train_loader.batch_size or 1)
+        sampler = train_loader.sampler if isinstance(train_loader.sampler, ResumableRandomSampler) else None
+        if sampler is not None or hasattr(dataset, "start"):  # ExactResume re-enters the epoch, not Lightning
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+        resume_cb = ExactResume(dataset, train_loader.batch_size or 1, sampler)
         trainer = make_trainer(config, root, has_val, [resume_cb, *(callbacks or [])])
         remove_stale_temps(root / "checkpoints")
         last = root / "checkpoints" / "last.ckpt"
