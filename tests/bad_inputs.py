@@ -405,7 +405,7 @@ def _train_cases() -> list[Case]:
         _cli("train", "batch_size 0", t("train.batch_size=0"), ["batch_size must be >= 1"]),
         _cli("train", "lr 0", t("train.lr=0"), ["lr must be > 0"]),
         _cli("train", "logger unknown", t("train.logger=mlflow"), ["unknown logger 'mlflow'", "choose one of"]),
-        _cli("train", "precision unknown", t("train.precision=fp8"), ["unknown precision 'fp8'", "use 'bf16-mixed' or '32-true'"]),
+        _cli("train", "precision unknown", t("train.precision=fp8"), ["unknown precision 'fp8'", "use 'auto', 'bf16-mixed' or '32-true'"]),
         _cli("train", "ema_decay 1", t("train.ema_decay=1.0"), ["ema_decay must lie in [0, 1)"]),
         _cli("train", "checkpoint_every 0", t("train.checkpoint_every=0"), ["checkpoint_every must be >= 1"]),
         _cli("train", "sample.scheduling unknown", t("sample.scheduling=pyramidal"), ["unknown scheduling 'pyramidal'", "choose one of"]),

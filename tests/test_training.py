@@ -106,6 +106,29 @@ def test_the_resumable_sampler_keeps_random_samplers_order_and_re_enters_it():
     assert list(s) != expected  # the next epoch draws a new order
 
 
+def test_precision_auto_is_fp32_on_cpus_and_bf16_on_cuda_gpus(tmp_path, monkeypatch):
+    from lightning.pytorch import Callback
+
+    from dforce.training.lightning import resolved_precision
+
+    assert TrainConfig().precision == "auto"
+    assert resolved_precision("auto", "cpu") == "32-true"
+    assert resolved_precision("bf16-mixed", "cpu") == "bf16-mixed"  # an explicit choice is kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolved_precision("auto", "auto") == "bf16-mixed"
+    assert resolved_precision("auto", "cpu") == "32-true"
+    monkeypatch.undo()
+
+    class Seen(Callback):
+        def on_train_start(self, trainer, module):
+            self.precision = trainer.precision
+
+    seen = Seen()
+    train(small_model(), RandomWindows(sine_series(), 16), quick_cfg(tmp_path, max_steps=1, precision="auto"), callbacks=[seen])
+    assert seen.precision == "32-true"
+
+
 def test_loss_falls_with_lightning_bf16(tmp_path):
     data = RandomWindows(sine_series(), 16)
     model = small_model()

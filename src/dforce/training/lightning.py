@@ -44,7 +44,8 @@ class TrainConfig:
         warmup_steps: linear learning-rate warm-up, constant afterwards.
         grad_clip: clip the gradient norm (0 disables).
         ema_decay: decay of the EMA weights used for sampling and export (0 disables); averaging starts after warm-up.
-        precision: Lightning precision, ``bf16-mixed`` (fast on CPUs with AMX and on GPUs) or ``32-true``.
+        precision: Lightning precision: ``auto`` (:func:`resolved_precision`: ``bf16-mixed`` on a
+            CUDA GPU with bf16, else ``32-true``), ``bf16-mixed`` or ``32-true``.
         out_dir: run folder for logs and checkpoints (None: a temporary folder, no resume).
         seed: seeds model init order, data and noise.
         log_every: log every n steps.
@@ -68,7 +69,7 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    precision: str = "bf16-mixed"
+    precision: str = "auto"
     out_dir: Optional[str] = None
     seed: int = 0
     log_every: int = 50
@@ -100,9 +101,19 @@ class TrainConfig:
             raise ValueError(f"unknown logger {self.logger!r}; choose one of {list(LOGGERS)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.precision not in ("bf16-mixed", "32-true", "16-mixed", "bf16-true"):
-            raise ValueError(f"unknown precision {self.precision!r}; use 'bf16-mixed' or '32-true'")
+        if self.precision not in ("auto", "bf16-mixed", "32-true", "16-mixed", "bf16-true"):
+            raise ValueError(f"unknown precision {self.precision!r}; use 'auto', 'bf16-mixed' or '32-true'")
         return self
+
+
+def resolved_precision(precision: str, accelerator: str = "auto") -> str:
+    """The Lightning precision that ``precision`` means on this machine: ``auto`` is ``bf16-mixed``
+    on a CUDA GPU that supports bf16 and ``32-true`` on CPUs, where bf16 autocast measured at best
+    0.98x fp32's training speed, and 0.11-0.17x on an AVX2 CPU without native bf16 (``docs/speed.md``)."""
+    if precision != "auto":
+        return precision
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -336,7 +347,7 @@ def make_trainer(config: TrainConfig, root: Path, has_val: bool, extra_callbacks
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
-        precision=config.precision,
+        precision=resolved_precision(config.precision, config.accelerator),
         gradient_clip_val=config.grad_clip or None,
         log_every_n_steps=config.log_every,
         val_check_interval=config.val_every if has_val else None,
