@@ -109,7 +109,7 @@ class TrainConfig:
 def resolved_precision(precision: str, accelerator: str = "auto") -> str:
     """The Lightning precision that ``precision`` means on this machine: ``auto`` is ``bf16-mixed``
     on a CUDA GPU that supports bf16 and ``32-true`` on CPUs, where bf16 autocast measured at best
-    0.98x fp32's training speed, and 0.11-0.17x on an AVX2 CPU without native bf16 (``docs/speed.md``)."""
+    0.98x fp32's training speed, and 0.22x on an AVX2 CPU without native bf16 (``docs/speed.md``)."""
     if precision != "auto":
         return precision
     gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
