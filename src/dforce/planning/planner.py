@@ -197,8 +197,8 @@ class PlanSettings:
             (``uncertainty_scale``, ``stabilization_level`` and ``context_level`` then play no part).
             The plan is one window: ``chunk_size`` and ``history_len`` must stay unset.
         guidance_scale: goal-guidance scale (0 = none). The default 50 is DF + MCG's pick on a
-            validation seed on umaze (80 on medium at 20k training steps, 50 close); ``df`` alone
-            picks 30 (``benchmarks/results/planning_scales_*.md``).
+            validation seed on umaze and medium, at 700-800 and at 20000 training steps (30 on
+            large at 600); ``df`` alone picks 30 (``benchmarks/results/planning_scales_*.md``).
         mc_samples: futures averaged per step for ``df_mcg``.
         squash: goal distance squashing ``squash * tanh(d / squash)`` (None = plain distance). The
             default 2 is the reference planner's ``tanh(d / 2)``: the pull of a frame far from the goal
