@@ -148,7 +148,8 @@ def main(argv=None) -> int:
                         "evaluation does: its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
     p.add_argument("--tuned", action="store_true",
-                   help="use the scales planning_scales.py picked on a validation seed (results/planning_scales_BUDGET.json)")
+                   help="use the scales planning_scales.py picked on a validation seed at the same --replan-every "
+                        "(results/planning_scales_BUDGET.json, or planning_scales_BUDGET_replanN.json)")
     p.add_argument("--reuse-checkpoints", action="store_true", help="load models from --work-dir when present")
     p.add_argument("--mc-samples", type=int, default=4)
     p.add_argument("--sampling-steps", type=int, default=16)

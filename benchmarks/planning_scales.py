@@ -31,12 +31,15 @@ VALIDATION_SEED = 10
 
 
 def main(argv=None) -> int:
+    from common import machine, provenance, write_results
+    from planning import BUDGETS, REPLAN_EVERY, scales_name, settings_for, squash_arg, train_or_load
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="cpu")
     p.add_argument("--mazes", nargs="+", default=list(MAZES), choices=list(MAZES))
     p.add_argument("--scales", type=float, nargs="+", default=[10.0, 20.0, 30.0, 50.0, 80.0])
     p.add_argument("--episodes", type=int, default=24, help="episodes per maze, method and scale")
-    p.add_argument("--replan-every", type=int, default=100,
+    p.add_argument("--replan-every", type=int, default=REPLAN_EVERY,
                    help="MPC replanning interval (planning.py's default); another value writes planning_scales_BUDGET_replanN")
     p.add_argument("--squash", default=None, help="goal-distance squash for an ablation: a number, or 'none' for the plain "
                    "distance (default: PlanSettings'); the results then go to planning_scales_BUDGET_squashS.json")
@@ -44,9 +47,6 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="datasets and checkpoints (planning.py's)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from common import machine, provenance, write_results
-    from planning import BUDGETS, scales_name, settings_for, squash_arg, train_or_load
-
     try:
         squash = PlanSettings.squash if a.squash is None else squash_arg(a.squash)
     except ValueError:
