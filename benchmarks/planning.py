@@ -33,7 +33,7 @@ import torch
 
 from dforce.planning.data import generate_dataset, load_dataset, save_dataset
 from dforce.planning.env import MAZES
-from dforce.planning.evaluate import plot_episodes, run_episodes, summarize
+from dforce.planning.evaluate import paired_difference, plot_episodes, run_episodes, summarize
 from dforce.planning.planner import Planner, PlannerConfig, PlanSettings, planner_train_config, train_planner
 
 PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, Table 2)
@@ -98,6 +98,21 @@ def pooled(runs_by_seed: list[list[dict]]) -> dict:
         ns = base["normalized_score"]
         out["normalized_score"] = {"mean": ns["mean"], "std": ns["std"], "sem": ns["std"] / max(base["episodes"] - 1, 1) ** 0.5,
                                    "per_train_seed": [m["normalized_score"]["mean"] for m in per_seed]}
+    return out
+
+
+COMPARED = (("df_mcg", "df"), ("df_mcg", "straight_to_goal"), ("df", "straight_to_goal"), ("df_mcg", "full_sequence"))
+
+
+def comparisons(runs: dict[str, list[list[dict]]]) -> dict:
+    """``A - B`` for the pairs of :data:`COMPARED` that were run: normalized score and success rate,
+    episode by episode over the same starts (and, for df_mcg - df, the same model and sampling
+    seeds), with the paired standard error next to the unpaired one."""
+    out = {}
+    for a, b in COMPARED:
+        if a in runs and b in runs:
+            ra, rb = [r for rs in runs[a] for r in rs], [r for rs in runs[b] for r in rs]
+            out[f"{a} - {b}"] = {"normalized_score": paired_difference(ra, rb), "success_rate": paired_difference(ra, rb, "success")}
     return out
 
 
@@ -193,7 +208,7 @@ def main(argv=None) -> int:
         },
         "published_normalized": PUBLISHED,
         "reused_checkpoints": bool(args.reuse_checkpoints),
-        "mazes": {}, "floor": {}, "random_setting": {}, "details": {}, "curve": {},
+        "mazes": {}, "floor": {}, "comparisons": {}, "random_setting": {}, "details": {}, "curve": {},
     }
     from common import provenance
 
@@ -241,8 +256,11 @@ def main(argv=None) -> int:
                     random_runs[method].append([run_episodes(planner, maze, episodes, "random", 100 + 1000 * tseed, replan, ps)])
         results["mazes"][maze] = {m: {**pooled(runs[m]), "settings": asdict(settings_for(m, maze, args))} for m in args.methods}
         # the floor: no planner, PD control straight at the goal, from the same starts
-        results["floor"][maze] = pooled([[run_episodes(None, maze, episodes, "single_goal", 1000 * t + s) for s in args.eval_seeds]
-                                         for t in args.train_seeds])
+        floor_runs = [[run_episodes(None, maze, episodes, "single_goal", 1000 * t + s) for s in args.eval_seeds] for t in args.train_seeds]
+        results["floor"][maze] = pooled(floor_runs)
+        results["comparisons"][maze] = comparisons({**runs, "straight_to_goal": floor_runs})
+        detail["per_episode_normalized_score"] = {m: [round(float(v), 2) for seed_runs in r for run in seed_runs for v in run["normalized_score"]]
+                                                  for m, r in {**runs, "straight_to_goal": floor_runs}.items()}
         print(f"[{maze}] straight_to_goal: success {results['floor'][maze]['success_rate']['mean']:.2f} "
               f"score {results['floor'][maze]['normalized_score']['mean']:.1f}", flush=True)
         if args.random_setting:
@@ -336,6 +354,17 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
             lines.append(f"| {maze} | {method} | {_fmt(m)} | {ref} |")
         if maze in results.get("floor", {}):
             lines.append(f"| {maze} | *straight_to_goal (no planner)* | {_fmt(results['floor'][maze])} | - |")
+    if any(results.get("comparisons", {}).values()):
+        lines += ["", "Differences over the same episodes (paired by start, goal and, within one model, sampling seed): mean ± paired "
+                  "standard error (std of the per-episode differences / sqrt(episodes - 1)); the unpaired standard error for comparison; "
+                  "r = correlation of the two methods' per-episode scores:", "",
+                  "| maze | difference | normalized score | unpaired SE | r | success rate |", "|---|---|---|---|---|---|"]
+        for maze, cs in results["comparisons"].items():
+            for pair, c in cs.items():
+                ns, sr = c["normalized_score"], c["success_rate"]
+                r = "-" if ns["correlation"] is None else f"{ns['correlation']:.2f}"
+                lines.append(f"| {maze} | {pair} | {ns['mean']:+.1f} ± {ns['sem']:.1f} | {ns['sem_unpaired']:.1f} | {r} | "
+                             f"{100 * sr['mean']:+.1f} ± {100 * sr['sem']:.1f} points |")
     if any(results.get("random_setting", {}).values()):
         lines += ["", f"Random starts and goals (1 evaluation seed per training seed):", "",
                   "| maze | method | success | normalized score | steps to goal | episodes |", "|---|---|---|---|---|---|"]
@@ -352,10 +381,16 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
     if all("df_mcg" in e and "df" in e for e in mz.values()):
         parts = []
         for m, e in mz.items():
-            a, b = e["df_mcg"]["normalized_score"], e["df"]["normalized_score"]
-            d, se = a["mean"] - b["mean"], (a["sem"] ** 2 + b["sem"] ** 2) ** 0.5
-            parts.append(f"{m}: {d:+.1f} ± {se:.1f} ({'above by more than one SE' if d > se else 'not above by one SE'})")
-        lines.append("- Monte Carlo guidance vs one sample (df_mcg - df, normalized score ± standard error of the difference): " + ", ".join(parts) + ".")
+            c = results.get("comparisons", {}).get(m, {}).get("df_mcg - df")
+            if c is None:  # a result file from before the paired comparisons
+                a, b = e["df_mcg"]["normalized_score"], e["df"]["normalized_score"]
+                d, se, note = a["mean"] - b["mean"], (a["sem"] ** 2 + b["sem"] ** 2) ** 0.5, "unpaired"
+            else:
+                c = c["normalized_score"]
+                d, se, note = c["mean"], c["sem"], f"paired; unpaired SE {c['sem_unpaired']:.1f}"
+            parts.append(f"{m}: {d:+.1f} ± {se:.1f} ({note}; {'above by more than one SE' if d > se else 'not above by one SE'})")
+        lines.append("- Monte Carlo guidance vs one sample (df_mcg - df, normalized score ± standard error of the difference over the same "
+                     "episodes: same model, starts and sampling seeds): " + ", ".join(parts) + ".")
     if results.get("floor") and all("df_mcg" in e for e in mz.values()):
         parts = []
         for m, e in mz.items():

@@ -118,6 +118,24 @@ def summarize(results: list[dict]) -> dict:
     }
 
 
+def paired_difference(a: list[dict], b: list[dict], metric: str = "normalized_score") -> dict:
+    """Mean per-episode difference ``a - b`` of ``metric`` (``normalized_score``, ``success`` or
+    ``episode_reward``) over runs paired by seed and episode: the same starts and goals, and, for
+    two planners, the same sampling seeds. ``sem`` = std of the differences / sqrt(n - 1); it is
+    smaller than ``sem_unpaired`` = sqrt(sem_a^2 + sem_b^2) by how much the two share per-start
+    luck (``correlation``)."""
+    if len(a) != len(b) or any(ra["seed"] != rb["seed"] or ra["setting"] != rb["setting"] or ra["maze"] != rb["maze"]
+                               or ra["episodes"] != rb["episodes"] for ra, rb in zip(a, b)):
+        raise ValueError("paired_difference needs runs of the same maze, setting, seeds and episode counts, in the same order")
+    x = np.concatenate([np.asarray(r[metric], dtype=float) for r in a])
+    y = np.concatenate([np.asarray(r[metric], dtype=float) for r in b])
+    n = max(len(x) - 1, 1)
+    d = x - y
+    corr = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else None
+    return {"mean": float(d.mean()), "sem": float(d.std() / n ** 0.5),
+            "sem_unpaired": float((x.var() / n + y.var() / n) ** 0.5), "correlation": corr, "episodes": int(len(d))}
+
+
 def plot_episodes(result: dict, path: str, max_episodes: int = 4, title: Optional[str] = None) -> str:
     """Draw the maze, executed trajectories (solid), the first plan (dashed), starts and goals; save a PNG."""
     import matplotlib
