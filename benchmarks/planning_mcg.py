@@ -1,0 +1,131 @@
+"""What Monte Carlo guidance changes in a plan: reaching the goal against holding it.
+
+For each maze, the DF planner of training seed 0 at the budget's training steps (loaded from
+``--work-dir`` where ``planning.py`` / ``planning_scales.py`` left it, else trained) plans MPC
+episodes from single-goal starts of the validation seed of ``planning_scales.py`` (never an
+evaluation seed) at every guidance scale of ``--scales`` with ``mc_samples`` in ``--mc-samples``
+(1 = ``df``, one sample; more = ``df_mcg``). Per cell: success, normalized score, steps to the goal,
+and two measures of holding the goal once reached:
+
+- ``time_at_goal_after_reach``: share of the steps from the first arrival on spent within 0.5 of
+  the goal (the normalized score counts those steps);
+- ``plan_distance_after_reach``: mean distance to the goal of the planned positions in plans made
+  after the first arrival.
+
+Each MCG cell is compared with one sample at the same scale episode by episode (same model, starts
+and sampling seeds): mean difference ± paired standard error.
+
+    PYTHONPATH=src python benchmarks/planning_mcg.py --budget long --mazes medium --work-dir /tmp/dforce-planning-long9
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from dforce.planning.data import load_dataset
+from dforce.planning.env import MAZES
+from dforce.planning.evaluate import paired_difference, run_episodes, summarize
+from dforce.planning.planner import PlanSettings
+
+GOAL_RADIUS = 0.5  # D4RL's maze2d reward radius
+
+
+def holding(run: dict) -> dict:
+    """Holding measures of one ``run_episodes(..., record=True)`` result (see the module doc)."""
+    first, steps = run["first_reach"], run["episode_len"]
+    reached = first >= 0
+    at_goal = run["episode_reward"][reached] / (steps - first[reached] + 1)
+    dists = []
+    for t, plan in run["plans"]:
+        ok = reached & (first <= t)
+        if ok.any():
+            dists.append(np.linalg.norm(plan[ok][:, :, :2] - run["goals"][ok][:, None], axis=-1).ravel())
+    return {"time_at_goal_after_reach": float(at_goal.mean()) if reached.any() else None,
+            "plan_distance_after_reach": float(np.concatenate(dists).mean()) if dists else None}
+
+
+def main(argv=None) -> int:
+    from common import machine, provenance, write_results
+    from planning import BUDGETS, REPLAN_EVERY, train_or_load
+    from planning_scales import VALIDATION_SEED
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="long", choices=list(BUDGETS))
+    p.add_argument("--mazes", nargs="+", default=["medium"], choices=list(MAZES))
+    p.add_argument("--scales", type=float, nargs="+", default=[30.0, 50.0, 80.0])
+    p.add_argument("--mc-samples", type=int, nargs="+", default=[1, 4, 8, 16], help="1 (df) first: the others are compared with it")
+    p.add_argument("--episodes", type=int, default=48, help="episodes per maze and cell")
+    p.add_argument("--replan-every", type=int, default=REPLAN_EVERY)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="planning.py's datasets and checkpoints")
+    a = p.parse_args(argv)
+    if a.mc_samples[0] != 1 or min(a.mc_samples) < 1:
+        p.error(f"--mc-samples must start with 1 (the one-sample baseline) and be >= 1, got {a.mc_samples}")
+    torch.set_num_threads(a.threads)
+    prov = provenance()
+    load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True)
+    out: dict = {"budget": a.budget, "validation_seed": VALIDATION_SEED, "episodes": a.episodes, "replan_every": a.replan_every,
+                 "scales": a.scales, "mc_samples": a.mc_samples, "mazes": {}}
+    t_all = time.time()
+    for maze in a.mazes:
+        data_steps, train_steps, _ = BUDGETS[a.budget][maze]
+        data_path = os.path.join(a.work_dir, f"{maze}-{data_steps}.npz")
+        if not os.path.exists(data_path):
+            raise SystemExit(f"{data_path} is missing: run benchmarks/planning.py --budget {a.budget} --mazes {maze} --work-dir {a.work_dir} first")
+        planner, _ = train_or_load(maze, "independent", load_dataset(data_path), train_steps, 0, load)
+        cells: dict = {}
+        for scale in a.scales:
+            base = None
+            for mc in a.mc_samples:
+                ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc).with_overrides(steps=16)
+                run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True)
+                m = summarize([run])
+                cell = {"scale": scale, "mc_samples": mc, "success_rate": m["success_rate"], "normalized_score": m["normalized_score"]["mean"],
+                        "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), "seconds": round(m["seconds"], 1)}
+                if base is None:
+                    base = run
+                else:
+                    cell["vs_one_sample"] = {"normalized_score": paired_difference([run], [base]),
+                                             "success_rate": paired_difference([run], [base], "success")}
+                cells[f"scale {scale:g}, mc {mc}"] = cell
+                print(f"[{maze}] scale {scale:g} mc {mc}: success {cell['success_rate']:.2f} score {cell['normalized_score']:.1f} "
+                      f"at goal {_num(cell['time_at_goal_after_reach'], '.2f')} plan dist {_num(cell['plan_distance_after_reach'], '.2f')} ({cell['seconds']}s)", flush=True)
+        out["mazes"][maze] = {"train_steps": train_steps, "cells": cells}
+        out["seconds_total"] = round(time.time() - t_all, 1)
+        write_results(f"planning_mcg_{a.budget}", {**prov, "machine": machine(), **out}, markdown(out))
+    return 0
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# Monte Carlo guidance: reaching the goal against holding it (budget `{r['budget']}`)", "",
+             f"DF planner of training seed 0; {r['episodes']} single-goal episodes per cell from validation seed {r['validation_seed']}, "
+             f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`. `at goal` = share of the steps "
+             "from the first arrival on spent within 0.5 of the goal; `plan dist` = mean distance to the goal of the positions planned "
+             "after the first arrival. Differences: against mc 1 at the same scale over the same episodes, ± paired standard error.", "",
+             "| maze | scale | mc | success | score | steps to goal | at goal | plan dist | score - mc 1 | success - mc 1 | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for maze, m in r["mazes"].items():
+        for c in m["cells"].values():
+            v = c.get("vs_one_sample")
+            ds = "-" if v is None else f"{v['normalized_score']['mean']:+.1f} ± {v['normalized_score']['sem']:.1f}"
+            dr = "-" if v is None else f"{100 * v['success_rate']['mean']:+.1f} ± {100 * v['success_rate']['sem']:.1f}"
+            lines.append(f"| {maze} | {c['scale']:g} | {c['mc_samples']} | {100 * c['success_rate']:.0f}% | {c['normalized_score']:.1f} | "
+                         f"{_num(c['steps_to_goal'], '.0f')} | {_num(c['time_at_goal_after_reach'], '.2f')} | "
+                         f"{_num(c['plan_distance_after_reach'], '.2f')} | {ds} | {dr} | {c['seconds']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    raise SystemExit(main())
