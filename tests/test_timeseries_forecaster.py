@@ -159,3 +159,16 @@ def test_patch_length_must_divide_the_window_and_covariates_cover_whole_patches(
     with pytest.raises(ValueError, match="at least 8 steps.*rounded up to whole patches of 4"):
         fc.predict(frame.slice(0, 80), 6, 2, future=frame.slice(80, 86))
     assert fc.predict(frame.slice(0, 80), 6, 2, future=frame.slice(80, 88)).samples.shape == (2, 6, 2)
+
+
+def test_default_precision_trains_in_fp32_on_a_cpu_and_bf16_differs():
+    def weights(**kw):
+        torch.manual_seed(0)
+        f = Forecaster(**{**{k: v for k, v in TINY.items() if k != "precision"}, "max_steps": 4, **kw}).fit(_frame())
+        return torch.cat([p.detach().flatten() for p in f.model.parameters()])
+
+    default = weights()
+    assert torch.equal(default, weights(precision="32-true"))  # "auto" on a CPU: bf16 autocast trains 4-5x slower there
+    assert not torch.equal(default, weights(precision="bf16-mixed"))
+    with pytest.raises(ValueError, match="precision must be 'auto', 'bf16-mixed' or '32-true'"):
+        Forecaster(precision="fp16")

@@ -116,8 +116,9 @@ class ForecasterConfig:
     Training (a plain PyTorch loop, :meth:`Forecaster.fit`):
         max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, ema_decay (None:
         ``min(0.999, 1 - 10 / max_steps)``, since the EMA has no bias correction and a short run
-        would otherwise keep mostly its initial weights), precision (``bf16-mixed`` or
-        ``32-true``), seed, out_dir (writes ``train_log.csv``), progress.
+        would otherwise keep mostly its initial weights), precision (``auto``: ``bf16-mixed`` on a
+        CUDA GPU with bf16, ``32-true`` on a CPU, as :func:`dforce.training.resolved_precision`;
+        or either of those), seed, out_dir (writes ``train_log.csv``), progress.
         lr_schedule: ``cosine`` (linear warm-up, then cosine decay to ``min_lr_ratio * lr``) or
             ``constant`` (warm-up, then constant).
     Model selection (when ``fit(train, val=...)`` gets validation data):
@@ -167,7 +168,7 @@ class ForecasterConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_decay: Optional[float] = None
-    precision: str = "bf16-mixed"
+    precision: str = "auto"
     seed: int = 0
     out_dir: Optional[str] = None
     progress: bool = False
@@ -213,8 +214,8 @@ class ForecasterConfig:
             raise ValueError(f"calibration must be 'score' or 'coverage', got {self.calibration!r}")
         if self.cache not in ("window", "none"):
             raise ValueError(f"cache must be 'window' or 'none', got {self.cache!r}")
-        if self.precision not in ("bf16-mixed", "32-true"):
-            raise ValueError(f"precision must be 'bf16-mixed' or '32-true', got {self.precision!r}")
+        if self.precision not in ("auto", "bf16-mixed", "32-true"):
+            raise ValueError(f"precision must be 'auto', 'bf16-mixed' or '32-true', got {self.precision!r}")
         if self.spread <= 0 or self.val_every < 1 or self.val_windows < 1 or self.val_samples < 2:
             raise ValueError("spread must be > 0, val_every and val_windows >= 1, val_samples >= 2")
         if not 0.0 <= self.dropout < 1.0:
@@ -539,12 +540,14 @@ class Forecaster:
         ``val_metric`` is kept; with ``calibrate`` the sample spread is then fitted on the same
         windows. Nothing after ``val`` is ever looked at. ``self.history`` holds the training log.
 
-        The loop is plain PyTorch (AdamW, warm-up + cosine decay, EMA, bf16 autocast) rather than
+        The loop is plain PyTorch (AdamW, warm-up + cosine decay, EMA, optional bf16 autocast) rather than
         :func:`dforce.training.train`, because selection scores sampled forecasts on the original
         scale, which needs the forecaster's features at every validation.
         """
         import copy
         import time
+
+        from dforce.training.lightning import resolved_precision
 
         frame = self._as_frame(data, **frame_kwargs)
         c = self.config
@@ -565,6 +568,8 @@ class Forecaster:
         gen = torch.Generator().manual_seed(c.seed)
         loader = torch.utils.data.DataLoader(dataset, batch_size=min(c.batch_size, len(dataset)), shuffle=True, drop_last=True, generator=gen)
         it = iter(loader)
+        device = next(model.parameters()).device
+        bf16 = resolved_precision(c.precision, "gpu" if device.type == "cuda" else "cpu") == "bf16-mixed"
         self.history, best, best_state, bad = [], float("inf"), None, 0
         t0 = time.time()
         for step in range(c.max_steps):
@@ -577,7 +582,7 @@ class Forecaster:
                 it = iter(loader)
                 batch = next(it)
             model.train()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.precision == "bf16-mixed"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = model.loss(batch["x"], cond=batch.get("cond"), mask=batch["mask"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
