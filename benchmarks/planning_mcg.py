@@ -13,7 +13,11 @@ and two measures of holding the goal once reached:
   after the first arrival.
 
 Each MCG cell is compared with one sample at the same scale episode by episode (same model, starts
-and sampling seeds): mean difference ± paired standard error.
+and sampling seeds): mean difference ± paired standard error. One sample also runs at the smaller
+scales of ``--df-scales``, so the table holds its whole success-score trade-off, and ``pull``
+measures how far the guidance moves the predicted plan (mean ``||x0_hat_guided - x0_hat||`` per
+moving token, world-normalized features) in plans from the validation starts and from the goal
+itself, at each scale and number of samples.
 
     PYTHONPATH=src python benchmarks/planning_mcg.py --budget long --mazes medium --work-dir /tmp/dforce-planning-long9
 """
@@ -21,6 +25,7 @@ and sampling seeds): mean difference ± paired standard error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -31,6 +36,9 @@ import torch
 
 from dforce.planning.data import load_dataset
 from dforce.planning.env import MAZES
+import dforce.planning.planner as planner_module
+from dforce.guidance.reward import RewardGuidance
+from dforce.planning.env import PointMaze, maze_spec
 from dforce.planning.evaluate import paired_difference, run_episodes, summarize
 from dforce.planning.planner import PlanSettings
 
@@ -51,6 +59,39 @@ def holding(run: dict) -> dict:
             "plan_distance_after_reach": float(np.concatenate(dists).mean()) if dists else None}
 
 
+@contextlib.contextmanager
+def recorded_shifts():
+    """Within the block, the planner's reward guidance records the mean shift of ``x0_hat`` per moving token of each step."""
+    shifts: list[float] = []
+
+    class Recording(RewardGuidance):
+        def __call__(self, denoise, x, t, cond, info):
+            x0_new, eps_new = super().__call__(denoise, x, t, cond, info)
+            if self.scale > 0 and info.moving.any():
+                x0_plain, _ = denoise(x, t, cond)
+                shifts.append(float((x0_new - x0_plain).norm(dim=-1)[info.moving].mean()))
+            return x0_new, eps_new
+
+    planner_module.RewardGuidance = Recording
+    try:
+        yield shifts
+    finally:
+        planner_module.RewardGuidance = RewardGuidance
+
+
+def pull(planner, maze: str, episodes: int, settings: PlanSettings, seed: int) -> dict:
+    """Mean guidance shift of one plan per single-goal start of ``seed``, from the start and from the goal (at rest)."""
+    with PointMaze(maze, num_envs=episodes) as env:
+        obs = env.reset(np.random.default_rng(seed), "single_goal")
+        goal = env.goal.copy()
+    out = {}
+    for where, o in (("from_start", obs), ("from_goal", np.concatenate([goal, np.zeros_like(goal)], 1))):
+        with recorded_shifts() as shifts, torch.no_grad():
+            planner.plan(o, goal, horizon=maze_spec(maze).episode_len, settings=settings, seed=0)
+        out[where] = float(np.mean(shifts))
+    return out
+
+
 def main(argv=None) -> int:
     from common import machine, provenance, write_results
     from planning import BUDGETS, REPLAN_EVERY, train_or_load
@@ -60,6 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", default="long", choices=list(BUDGETS))
     p.add_argument("--mazes", nargs="+", default=["medium"], choices=list(MAZES))
     p.add_argument("--scales", type=float, nargs="+", default=[30.0, 50.0, 80.0])
+    p.add_argument("--df-scales", type=float, nargs="*", default=[5.0, 10.0, 15.0, 20.0, 25.0],
+                   help="further scales for one sample alone (its success-score trade-off)")
     p.add_argument("--mc-samples", type=int, nargs="+", default=[1, 4, 8, 16], help="1 (df) first: the others are compared with it")
     p.add_argument("--episodes", type=int, default=48, help="episodes per maze and cell")
     p.add_argument("--replan-every", type=int, default=REPLAN_EVERY)
@@ -71,7 +114,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     prov = provenance()
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True)
-    out: dict = {"budget": a.budget, "validation_seed": VALIDATION_SEED, "episodes": a.episodes, "replan_every": a.replan_every,
+    out: dict = {"df_scales": a.df_scales, "budget": a.budget, "validation_seed": VALIDATION_SEED, "episodes": a.episodes, "replan_every": a.replan_every,
                  "scales": a.scales, "mc_samples": a.mc_samples, "mazes": {}}
     t_all = time.time()
     for maze in a.mazes:
@@ -81,14 +124,15 @@ def main(argv=None) -> int:
             raise SystemExit(f"{data_path} is missing: run benchmarks/planning.py --budget {a.budget} --mazes {maze} --work-dir {a.work_dir} first")
         planner, _ = train_or_load(maze, "independent", load_dataset(data_path), train_steps, 0, load)
         cells: dict = {}
-        for scale in a.scales:
+        for scale in sorted(set(a.scales) | set(a.df_scales)):
             base = None
-            for mc in a.mc_samples:
+            for mc in a.mc_samples if scale in a.scales else [1]:
                 ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc).with_overrides(steps=16)
                 run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True)
                 m = summarize([run])
                 cell = {"scale": scale, "mc_samples": mc, "success_rate": m["success_rate"], "normalized_score": m["normalized_score"]["mean"],
-                        "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), "seconds": round(m["seconds"], 1)}
+                        "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), "pull": pull(planner, maze, a.episodes, ps, VALIDATION_SEED),
+                        "seconds": round(m["seconds"], 1)}
                 if base is None:
                     base = run
                 else:
@@ -96,7 +140,8 @@ def main(argv=None) -> int:
                                              "success_rate": paired_difference([run], [base], "success")}
                 cells[f"scale {scale:g}, mc {mc}"] = cell
                 print(f"[{maze}] scale {scale:g} mc {mc}: success {cell['success_rate']:.2f} score {cell['normalized_score']:.1f} "
-                      f"at goal {_num(cell['time_at_goal_after_reach'], '.2f')} plan dist {_num(cell['plan_distance_after_reach'], '.2f')} ({cell['seconds']}s)", flush=True)
+                      f"at goal {_num(cell['time_at_goal_after_reach'], '.2f')} plan dist {_num(cell['plan_distance_after_reach'], '.2f')} "
+                      f"pull {cell['pull']['from_start']:.2f} / {cell['pull']['from_goal']:.2f} ({cell['seconds']}s)", flush=True)
         out["mazes"][maze] = {"train_steps": train_steps, "cells": cells}
         out["seconds_total"] = round(time.time() - t_all, 1)
         write_results(f"planning_mcg_{a.budget}", {**prov, "machine": machine(), **out}, markdown(out))
@@ -112,9 +157,11 @@ def markdown(r: dict) -> str:
              f"DF planner of training seed 0; {r['episodes']} single-goal episodes per cell from validation seed {r['validation_seed']}, "
              f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`. `at goal` = share of the steps "
              "from the first arrival on spent within 0.5 of the goal; `plan dist` = mean distance to the goal of the positions planned "
-             "after the first arrival. Differences: against mc 1 at the same scale over the same episodes, ± paired standard error.", "",
-             "| maze | scale | mc | success | score | steps to goal | at goal | plan dist | score - mc 1 | success - mc 1 | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "after the first arrival; `pull` = mean shift of the predicted plan by the guidance per moving token and step (normalized "
+             "features), in one plan per start from the starts / from the goal at rest. Differences: against mc 1 at the same scale over "
+             "the same episodes, ± paired standard error.", "",
+             "| maze | scale | mc | success | score | steps to goal | at goal | plan dist | pull from start / goal | score - mc 1 | success - mc 1 | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for maze, m in r["mazes"].items():
         for c in m["cells"].values():
             v = c.get("vs_one_sample")
@@ -122,7 +169,8 @@ def markdown(r: dict) -> str:
             dr = "-" if v is None else f"{100 * v['success_rate']['mean']:+.1f} ± {100 * v['success_rate']['sem']:.1f}"
             lines.append(f"| {maze} | {c['scale']:g} | {c['mc_samples']} | {100 * c['success_rate']:.0f}% | {c['normalized_score']:.1f} | "
                          f"{_num(c['steps_to_goal'], '.0f')} | {_num(c['time_at_goal_after_reach'], '.2f')} | "
-                         f"{_num(c['plan_distance_after_reach'], '.2f')} | {ds} | {dr} | {c['seconds']} |")
+                         f"{_num(c['plan_distance_after_reach'], '.2f')} | {c['pull']['from_start']:.2f} / {c['pull']['from_goal']:.2f} | "
+                         f"{ds} | {dr} | {c['seconds']} |")
     return "\n".join(lines)
 
 
