@@ -16,7 +16,7 @@ Each MCG cell is compared with one sample at the same scale episode by episode (
 and sampling seeds): mean difference ± paired standard error. One sample also runs at the smaller
 scales of ``--df-scales``, so the table holds its whole success-score trade-off, and ``pull``
 measures how far the guidance moves the predicted plan (mean ``||x0_hat_guided - x0_hat||`` per
-moving token, world-normalized features) in plans from the validation starts and from the goal
+moving token, in the planner's normalized features) in plans from the validation starts and from the goal
 itself, at each scale and number of samples.
 
     PYTHONPATH=src python benchmarks/planning_mcg.py --budget long --mazes medium --work-dir /tmp/dforce-planning-long9
@@ -34,16 +34,12 @@ import time
 import numpy as np
 import torch
 
-from dforce.planning.data import load_dataset
-from dforce.planning.env import MAZES
 import dforce.planning.planner as planner_module
 from dforce.guidance.reward import RewardGuidance
-from dforce.planning.env import PointMaze, maze_spec
+from dforce.planning.data import load_dataset
+from dforce.planning.env import MAZES, PointMaze, maze_spec
 from dforce.planning.evaluate import paired_difference, run_episodes, summarize
 from dforce.planning.planner import PlanSettings
-
-GOAL_RADIUS = 0.5  # D4RL's maze2d reward radius
-
 
 def holding(run: dict) -> dict:
     """Holding measures of one ``run_episodes(..., record=True)`` result (see the module doc)."""

@@ -117,7 +117,7 @@ class ForecasterConfig:
         max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, ema_decay (None:
         ``min(0.999, 1 - 10 / max_steps)``, since the EMA has no bias correction and a short run
         would otherwise keep mostly its initial weights), precision (``auto``: ``bf16-mixed`` on a
-        CUDA GPU with bf16, ``32-true`` on a CPU, as :func:`dforce.training.resolved_precision`;
+        CUDA GPU with bf16, ``32-true`` on a CPU, as :func:`dforce.training.lightning.resolved_precision`;
         or either of those), seed, out_dir (writes ``train_log.csv``), progress.
         lr_schedule: ``cosine`` (linear warm-up, then cosine decay to ``min_lr_ratio * lr``) or
             ``constant`` (warm-up, then constant).
