@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--df-scales", type=float, nargs="*", default=[5.0, 10.0, 15.0, 20.0, 25.0],
                    help="further scales for one sample alone (its success-score trade-off)")
     p.add_argument("--mc-samples", type=int, nargs="+", default=[1, 4, 8, 16], help="1 (df) first: the others are compared with it")
+    p.add_argument("--mc-gradient", default="through", choices=["through", "direct"],
+                   help="PlanSettings.mc_gradient of the MCG cells; 'direct' writes planning_mcg_BUDGET_direct")
     p.add_argument("--episodes", type=int, default=48, help="episodes per maze and cell")
     p.add_argument("--replan-every", type=int, default=REPLAN_EVERY)
     p.add_argument("--threads", type=int, default=1)
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     prov = provenance()
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True)
     out: dict = {"df_scales": a.df_scales, "budget": a.budget, "validation_seed": VALIDATION_SEED, "episodes": a.episodes, "replan_every": a.replan_every,
-                 "scales": a.scales, "mc_samples": a.mc_samples, "mazes": {}}
+                 "scales": a.scales, "mc_samples": a.mc_samples, "mc_gradient": a.mc_gradient, "mazes": {}}
     t_all = time.time()
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
         for scale in sorted(set(a.scales) | set(a.df_scales)):
             base = None
             for mc in a.mc_samples if scale in a.scales else [1]:
-                ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc).with_overrides(steps=16)
+                ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc, mc_gradient=a.mc_gradient)
+                ps = ps.with_overrides(steps=16)
                 run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True)
                 m = summarize([run])
                 cell = {"scale": scale, "mc_samples": mc, "success_rate": m["success_rate"], "normalized_score": m["normalized_score"]["mean"],
@@ -140,7 +143,7 @@ def main(argv=None) -> int:
                       f"pull {cell['pull']['from_start']:.2f} / {cell['pull']['from_goal']:.2f} ({cell['seconds']}s)", flush=True)
         out["mazes"][maze] = {"train_steps": train_steps, "cells": cells}
         out["seconds_total"] = round(time.time() - t_all, 1)
-        write_results(f"planning_mcg_{a.budget}", {**prov, "machine": machine(), **out}, markdown(out))
+        write_results(f"planning_mcg_{a.budget}" + ("" if a.mc_gradient == "through" else f"_{a.mc_gradient}"), {**prov, "machine": machine(), **out}, markdown(out))
     return 0
 
 
@@ -151,7 +154,8 @@ def _num(v, fmt: str) -> str:
 def markdown(r: dict) -> str:
     lines = [f"# Monte Carlo guidance: reaching the goal against holding it (budget `{r['budget']}`)", "",
              f"DF planner of training seed 0; {r['episodes']} single-goal episodes per cell from validation seed {r['validation_seed']}, "
-             f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`. `at goal` = share of the steps "
+             f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`, gradient "
+             f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`). `at goal` = share of the steps "
              "from the first arrival on spent within 0.5 of the goal; `plan dist` = mean distance to the goal of the positions planned "
              "after the first arrival; `pull` = mean shift of the predicted plan by the guidance per moving token and step (normalized "
              "features), in one plan per start from the starts / from the goal at rest. Differences: against mc 1 at the same scale over "

@@ -140,6 +140,19 @@ def test_the_default_goal_reward_is_squashed_as_the_reference_planners(planner, 
     assert seen and set(seen) == {None}
 
 
+def test_mc_gradient_reaches_the_guidance_and_is_checked(planner, monkeypatch):
+    import dforce.planning.planner as mod
+
+    seen, real = [], mod.RewardGuidance
+    monkeypatch.setattr(mod, "RewardGuidance", lambda *a, **kw: seen.append((a[2], kw["mc_gradient"])) or real(*a, **kw))
+    obs, goal = np.array([[0.5, 1.0, 0.2, -0.1]]), np.array([[-1.0, 1.0]])
+    planner.plan(obs, goal, horizon=3, seed=0, steps=2, method="df_mcg", mc_samples=3, mc_gradient="direct")
+    planner.plan(obs, goal, horizon=3, seed=0, steps=2, method="df_mcg")
+    assert seen == [(3, "direct"), (4, "through")]
+    with pytest.raises(ValueError, match="mc_gradient must be one of"):
+        PlanSettings(mc_gradient="chain").check()
+
+
 def test_training_goes_through_the_core_with_the_start_token_rule(data, tmp_path):
     from dforce.testing import SpyBackbone
 

@@ -167,3 +167,41 @@ def test_eps_space_guidance_samples_the_exactly_tilted_gaussian(eta):
         if space == "eps":
             assert abs(out.std().item() - 1.0) < 0.05
     assert abs(means["eps"] - 1.0) < 0.05 and means["x0"] < 0.8
+
+
+def test_direct_monte_carlo_gradient_averages_the_draws_gradients_without_damping():
+    sched = get_schedule("cosine")
+    den = gaussian_denoiser(sched)
+    t = torch.full((1, 5), 0.5)
+    x = torch.randn(1, 5, 2)
+    a, s = (float(v) for v in sched.alpha_sigma(torch.tensor(0.5)))
+    k = a * S0**2 / (a**2 * S0**2 + s**2)
+    x0_plain, _ = den(x, t)
+    c = torch.tensor([1.0, -2.0])
+    linear = lambda x0, info: (x0 * c).sum((1, 2))  # noqa: E731
+    # a linear reward has one gradient everywhere: the draws leave the single-sample pull as it is
+    x0_direct, _ = MonteCarloGuidance(linear, scale=3.0, mc_samples=4, mc_gradient="direct")(den, x, t, None, _info(sched, t))
+    torch.testing.assert_close(x0_direct - x0_plain, (3.0 * s**2 / a * k * c).expand(1, 5, 2), atol=1e-5, rtol=1e-5)
+    # a quadratic reward -|x0|^2 / 2: grad_x = k * mean over draws of (-x0_draw), the draws as the guidance drew them
+    n = 3
+    quad = lambda x0, info: -0.5 * (x0**2).sum((1, 2))  # noqa: E731
+    x0_q, _ = MonteCarloGuidance(quad, scale=2.0, mc_samples=n, mc_gradient="direct")(den, x, t, None, _info(sched, t))
+    g = _info(sched, t).generator
+    draws = [x0_plain] + [den(a * x0_plain + s * torch.randn(x0_plain.shape, generator=g), t)[0] for _ in range(n - 1)]
+    expected = 2.0 * s**2 / a * k * -torch.stack(draws).mean(0)
+    torch.testing.assert_close(x0_q - x0_plain, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="mc_gradient must be one of"):
+        RewardGuidance(linear, mc_gradient="chain")
+
+
+def test_direct_monte_carlo_draws_need_no_graph():
+    sched = get_schedule("cosine")
+    den, calls = gaussian_denoiser(sched), []
+
+    def spy(x, t, cond=None):
+        calls.append((x.shape[0], torch.is_grad_enabled()))
+        return den(x, t)
+
+    t, x = torch.full((2, 3), 0.5), torch.randn(2, 3, 2)
+    MonteCarloGuidance(lambda x0, info: x0.sum((1, 2)), scale=1.0, mc_gradient="direct")(spy, x, t, None, _info(sched, t))
+    assert calls == [(2, True), (2 * 3, False)]

@@ -11,9 +11,16 @@ multiplies the scale by ``alpha_t``: bounded at pure noise, but annealed, so it 
 tilted target (mean 0.66 / 0.49 instead of 1.0 in that test); the planner uses it with a tuned scale.
 
 **Monte Carlo guidance** (MCG) averages the reward over ``mc_samples`` futures per step: the
-extra ones re-noise ``x0_hat`` to the current levels (known tokens kept) and are predicted again,
-and the gradient flows back to ``x_t`` through every draw. Under a pyramid schedule the far tokens
-are noisier, so the near tokens' gradient accounts for the uncertainty about the far ones.
+extra ones re-noise ``x0_hat`` to the current levels (known tokens kept) and are predicted again.
+Under a pyramid schedule the far tokens are noisier, so the near tokens' gradient accounts for the
+uncertainty about the far ones. How the gradient reaches ``x_t`` (``mc_gradient``):
+
+- ``through`` (the reference code's): through every draw's second network call. That call
+  contracts towards the data (``d x0'/d x0_hat = k alpha`` for Gaussian data), so each extra draw's
+  gradient is damped and the guidance weakens as ``mc_samples`` grows.
+- ``direct``: each draw's reward gradient is taken at the draw and applied at ``x0_hat`` (the
+  draw's offset from ``x0_hat`` held fixed), so the draws average the guidance direction without
+  damping it; the draws need no graph.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from dforce.sampling.sampler import Denoiser, StepInfo
 
 Reward = Callable[[Tensor, StepInfo], Tensor]
 """``reward(x0_hat [B, W, *token_shape], info) -> [B]`` (differentiable)."""
+
+MC_GRADIENTS = ("through", "direct")
 
 
 def guided_prediction(
@@ -67,10 +76,12 @@ class RewardGuidance:
         mc_samples: predictions averaged per step (1 = plain reward guidance; > 1 = MCG).
         grad_clip: clamp each element of ``grad_x R`` to ``[-grad_clip, grad_clip]``.
         space: ``eps`` (the paper's rule) or ``x0`` (annealed by alpha_t); see the module doc.
+        mc_gradient: ``through`` or ``direct``: how the draws' gradient reaches ``x_t`` (module doc).
     """
 
     def __init__(
         self, reward: Reward, scale: float = 1.0, mc_samples: int = 1, grad_clip: Optional[float] = None, space: str = "eps",
+        mc_gradient: str = "through",
     ) -> None:
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
@@ -78,7 +89,10 @@ class RewardGuidance:
             raise ValueError(f"scale must be >= 0, got {scale}")
         if space not in ("x0", "eps"):
             raise ValueError(f"space must be 'x0' or 'eps', got {space!r}")
+        if mc_gradient not in MC_GRADIENTS:
+            raise ValueError(f"mc_gradient must be one of {list(MC_GRADIENTS)}, got {mc_gradient!r}")
         self.reward, self.scale, self.mc_samples, self.grad_clip, self.space = reward, float(scale), int(mc_samples), grad_clip, space
+        self.mc_gradient = mc_gradient
 
     def objective(self, denoise: Denoiser, x: Tensor, t: Tensor, cond: Any, info: StepInfo) -> tuple[Tensor, Tensor, Tensor]:
         """Mean reward over the Monte Carlo draws (differentiable in ``x``), and the plain prediction."""
@@ -95,8 +109,13 @@ class RewardGuidance:
                 if info.known_mask is not None:
                     xr = torch.where(expand_like(info.known_mask, xr), x.float(), xr)
                 xs.append(xr.to(x.dtype))
-            preds = batched_denoise(denoise, xs, [t] * n, [cond] * n)
-            rewards += [self.reward(p[0], info) for p in preds]
+            if self.mc_gradient == "through":
+                preds = batched_denoise(denoise, xs, [t] * n, [cond] * n)
+                rewards += [self.reward(p[0], info) for p in preds]
+            else:
+                with torch.no_grad():
+                    preds = batched_denoise(denoise, [v.detach() for v in xs], [t] * n, [cond] * n)
+                rewards += [self.reward(x0_hat + (p[0] - x0_hat).detach(), info) for p in preds]
         return torch.stack(rewards, 0).mean(0), x0_hat, eps_hat
 
     def __call__(self, denoise: Denoiser, x: Tensor, t: Tensor, cond: Any, info: StepInfo) -> tuple[Tensor, Tensor]:
@@ -116,5 +135,6 @@ class MonteCarloGuidance(RewardGuidance):
 
     def __init__(
         self, reward: Reward, scale: float = 1.0, mc_samples: int = 4, grad_clip: Optional[float] = None, space: str = "eps",
+        mc_gradient: str = "through",
     ) -> None:
-        super().__init__(reward, scale, mc_samples, grad_clip, space)
+        super().__init__(reward, scale, mc_samples, grad_clip, space, mc_gradient)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from dforce.backbones import build_backbone
-from dforce.guidance.reward import RewardGuidance
+from dforce.guidance.reward import MC_GRADIENTS, RewardGuidance
 from dforce.model import DiffusionForcing
 from dforce.planning.data import STATE_KINDS, PlanningWindows, normalizer, state_features
 from dforce.planning.env import maze_spec
@@ -200,6 +200,9 @@ class PlanSettings:
             validation seed on umaze and medium, at 700-800 and at 20000 training steps (30 on
             large at 600); ``df`` alone picks 30 (``benchmarks/results/planning_scales_*.md``).
         mc_samples: futures averaged per step for ``df_mcg``.
+        mc_gradient: how the futures' reward gradient reaches the tokens being denoised:
+            ``through`` their second network call (the reference code's) or ``direct``
+            (:class:`dforce.guidance.reward.RewardGuidance`).
         squash: goal distance squashing ``squash * tanh(d / squash)`` (None = plain distance). The
             default 2 is the reference planner's ``tanh(d / 2)``: the pull of a frame far from the goal
             is bounded, so a scale strong enough to hold the agent at the goal does not drag far
@@ -213,6 +216,7 @@ class PlanSettings:
     sampling: SamplingConfig = field(default_factory=_plan_sampling)
     guidance_scale: float = 50.0
     mc_samples: int = 4
+    mc_gradient: str = "through"
     squash: Optional[float] = 2.0
     fs_horizon: Optional[int] = None
     precision: str = "fp32"
@@ -227,6 +231,8 @@ class PlanSettings:
                 raise ValueError(f"sampling.{name} does not apply to the planner (a plan is one window); leave it unset")
         if self.mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+        if self.mc_gradient not in MC_GRADIENTS:
+            raise ValueError(f"mc_gradient must be one of {list(MC_GRADIENTS)}, got {self.mc_gradient!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.fs_horizon is not None and self.fs_horizon < 1:
@@ -388,7 +394,9 @@ class Planner:
                 return goal_reward(x0, goal, weights, fs, d, mean=self.mean, std=self.std, squash=s.squash)
 
             # x0 space: bounded at pure noise, where the planner's pyramid starts (scale tuned for it)
-            guidance = RewardGuidance(reward, s.guidance_scale, s.mc_samples if s.method == "df_mcg" else 1, space="x0")
+            guidance = RewardGuidance(
+                reward, s.guidance_scale, s.mc_samples if s.method == "df_mcg" else 1, space="x0", mc_gradient=s.mc_gradient,
+            )
         context = start[:, None, :].expand(-1, fs, -1)
         return self.model.sample(context, h * fs, config=s.sampling, guidance=guidance, seed=seed, precision=s.precision)
 
