@@ -38,8 +38,9 @@ import dforce.planning.planner as planner_module
 from dforce.guidance.reward import RewardGuidance
 from dforce.planning.data import load_dataset
 from dforce.planning.env import MAZES, PointMaze, maze_spec
-from dforce.planning.evaluate import paired_difference, run_episodes, summarize
+from dforce.planning.evaluate import paired_difference, run_episodes, summarize, wall_checks
 from dforce.planning.planner import PlanSettings
+
 
 def holding(run: dict) -> dict:
     """Holding measures of one ``run_episodes(..., record=True)`` result (see the module doc)."""
@@ -53,6 +54,22 @@ def holding(run: dict) -> dict:
             dists.append(np.linalg.norm(plan[ok][:, :, :2] - run["goals"][ok][:, None], axis=-1).ravel())
     return {"time_at_goal_after_reach": float(at_goal.mean()) if reached.any() else None,
             "plan_distance_after_reach": float(np.concatenate(dists).mean()) if dists else None}
+
+
+def walls(run: dict) -> dict:
+    """Wall checks of the plans made on the way (before the episode's first arrival): share of planned
+    frames in free cells and share of plans whose path never enters a wall cell."""
+    first = run["first_reach"]
+    free, clear = [], []
+    with PointMaze(run["maze"]) as env:
+        for t, plan in run["plans"]:
+            on_way = (first < 0) | (first > t)
+            if on_way.any():
+                f, c = wall_checks(env, run["trajectories"][on_way, t, :2], plan[on_way])
+                free.append(f.ravel())
+                clear.append(c)
+    return {"frames_free_on_way": float(np.concatenate(free).mean()) if free else None,
+            "plans_clear_on_way": float(np.concatenate(clear).mean()) if clear else None}
 
 
 @contextlib.contextmanager
@@ -130,7 +147,7 @@ def main(argv=None) -> int:
                 run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True)
                 m = summarize([run])
                 cell = {"scale": scale, "mc_samples": mc, "success_rate": m["success_rate"], "normalized_score": m["normalized_score"]["mean"],
-                        "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), "pull": pull(planner, maze, a.episodes, ps, VALIDATION_SEED),
+                        "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), **walls(run), "pull": pull(planner, maze, a.episodes, ps, VALIDATION_SEED),
                         "seconds": round(m["seconds"], 1)}
                 if base is None:
                     base = run
@@ -155,20 +172,22 @@ def markdown(r: dict) -> str:
     lines = [f"# Monte Carlo guidance: reaching the goal against holding it (budget `{r['budget']}`)", "",
              f"DF planner of training seed 0; {r['episodes']} single-goal episodes per cell from validation seed {r['validation_seed']}, "
              f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`, gradient "
-             f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`). `at goal` = share of the steps "
+             f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`). `free` / `clear` = share of the planned frames in free "
+             "cells / of the plans whose path never enters a wall, over the plans made before the first arrival; `at goal` = share of the steps "
              "from the first arrival on spent within 0.5 of the goal; `plan dist` = mean distance to the goal of the positions planned "
              "after the first arrival; `pull` = mean shift of the predicted plan by the guidance per moving token and step (normalized "
              "features), in one plan per start from the starts / from the goal at rest. Differences: against mc 1 at the same scale over "
              "the same episodes, ± paired standard error.", "",
-             "| maze | scale | mc | success | score | steps to goal | at goal | plan dist | pull from start / goal | score - mc 1 | success - mc 1 | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| maze | scale | mc | success | score | steps to goal | free | clear | at goal | plan dist | pull from start / goal | score - mc 1 | success - mc 1 | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for maze, m in r["mazes"].items():
         for c in m["cells"].values():
             v = c.get("vs_one_sample")
             ds = "-" if v is None else f"{v['normalized_score']['mean']:+.1f} ± {v['normalized_score']['sem']:.1f}"
             dr = "-" if v is None else f"{100 * v['success_rate']['mean']:+.1f} ± {100 * v['success_rate']['sem']:.1f}"
             lines.append(f"| {maze} | {c['scale']:g} | {c['mc_samples']} | {100 * c['success_rate']:.0f}% | {c['normalized_score']:.1f} | "
-                         f"{_num(c['steps_to_goal'], '.0f')} | {_num(c['time_at_goal_after_reach'], '.2f')} | "
+                         f"{_num(c['steps_to_goal'], '.0f')} | {_num(c.get('frames_free_on_way'), '.3f')} | {_num(c.get('plans_clear_on_way'), '.2f')} | "
+                         f"{_num(c['time_at_goal_after_reach'], '.2f')} | "
                          f"{_num(c['plan_distance_after_reach'], '.2f')} | {c['pull']['from_start']:.2f} / {c['pull']['from_goal']:.2f} | "
                          f"{ds} | {dr} | {c['seconds']} |")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ import torch
 
 from dforce.planning.data import generate_dataset, load_dataset, save_dataset
 from dforce.planning.env import MAZES, PointMaze, maze_spec
-from dforce.planning.evaluate import run_episodes, summarize
+from dforce.planning.evaluate import run_episodes, summarize, wall_checks
 from dforce.planning.planner import PlannerConfig, PlanSettings, planner_train_config, train_planner
 
 
@@ -45,14 +45,11 @@ def plan_checks(planner, maze: str, n: int, scale: float, seed: int, squash: flo
     with PointMaze(maze, num_envs=n) as env:
         obs = env.reset(np.random.default_rng(seed), "single_goal")
         plan = planner.plan(obs, env.goal, horizon=maze_spec(maze).episode_len, method="df", guidance_scale=scale, squash=squash, seed=seed)
+        free, clear = wall_checks(env, obs, plan)
         pos = np.concatenate([obs[:, None, :2], plan[..., :2]], 1)  # [n, 1 + frames, 2]
-        lam = np.linspace(0.0, 1.0, 11)[:, None]
-        path = pos[:, :-1, None] + lam * (pos[:, 1:] - pos[:, :-1])[:, :, None]  # [n, frames, 11, 2]
-        clear = env.is_free(path.reshape(-1, 2)).reshape(path.shape[:2] + (11,)).all(-1)
-        frames_free = env.is_free(plan[..., :2].reshape(-1, 2)).mean()
         reach = np.linalg.norm(pos - env.goal[:, None], axis=-1).min(1) < 0.5
     step = np.linalg.norm(pos[:, 1:] - pos[:, :-1], axis=-1)
-    return {"frames_free": float(frames_free), "plans_clear_of_walls": float(clear.all(1).mean()),
+    return {"frames_free": float(free.mean()), "plans_clear_of_walls": float(clear.mean()),
             "plans_reaching_goal": float(reach.mean()), "step_median": float(np.median(step))}
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from dforce.planning.evaluate import paired_difference
+from dforce.planning.env import PointMaze
+from dforce.planning.evaluate import paired_difference, wall_checks
 
 
 def _run(scores, seed, success=None):
@@ -41,3 +42,15 @@ def test_paired_difference_refuses_runs_from_different_starts():
         paired_difference([_run([1.0, 2.0], seed=0)], [_run([1.0, 2.0], seed=1)])
     with pytest.raises(ValueError, match="same maze, setting, seeds"):
         paired_difference([_run([1.0, 2.0], seed=0)], [])
+
+
+def test_wall_checks_see_frames_in_walls_and_segments_through_them():
+    with PointMaze("umaze") as env:  # the U: (1, 1) (1, 2) (1, 3) (2, 3) (3, 3) (3, 2) (3, 1); (2, 1) and (2, 2) are walls
+        c = lambda *cells: env.cell_to_xy(np.array(cells))  # noqa: E731
+        start = c([1, 1], [1, 1], [1, 1])
+        plans = np.stack([c([1, 2], [1, 3], [2, 3], [3, 3]),    # around the U
+                          c([1, 2], [1, 2], [3, 2], [3, 1]),    # jumps the wall: every frame free, a segment is not
+                          c([1, 2], [2, 2], [3, 2], [3, 1])])   # a frame in the wall
+        free, clear = wall_checks(env, start, plans)
+    np.testing.assert_array_equal(free, [[True] * 4, [True] * 4, [True, False, True, True]])
+    np.testing.assert_array_equal(clear, [True, False, False])

@@ -95,6 +95,17 @@ def run_episodes(
     return out
 
 
+def wall_checks(env: PointMaze, start_xy: np.ndarray, plan_xy: np.ndarray, points: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Plans against the maze's walls: ``start_xy`` [n, 2], ``plan_xy`` [n, F, 2] (world units) ->
+    ``frames_free`` [n, F] (the frame lies in a free cell) and ``clear`` [n] (the path from the start
+    through the frames, straight segments checked at ``points + 1`` points each, never enters a wall cell)."""
+    pos = np.concatenate([np.asarray(start_xy)[:, None, :2], np.asarray(plan_xy)[..., :2]], 1)
+    lam = np.linspace(0.0, 1.0, points + 1)[:, None]
+    path = pos[:, :-1, None] + lam * (pos[:, 1:] - pos[:, :-1])[:, :, None]  # [n, F, points + 1, 2]
+    clear = env.is_free(path.reshape(-1, 2)).reshape(path.shape[:3]).all((1, 2))
+    return env.is_free(pos[:, 1:].reshape(-1, 2)).reshape(pos.shape[0], -1), clear
+
+
 def summarize(results: list[dict]) -> dict:
     """Pool episodes of several runs (seeds): means and stds of the metrics."""
     succ = np.concatenate([r["success"] for r in results])
