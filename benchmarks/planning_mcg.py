@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -56,20 +57,23 @@ def holding(run: dict) -> dict:
             "plan_distance_after_reach": float(np.concatenate(dists).mean()) if dists else None}
 
 
-def walls(run: dict) -> dict:
+def walls(run: dict, frame_skip: int) -> dict:
     """Wall checks of the plans made on the way (before the episode's first arrival): share of planned
-    frames in free cells and share of plans whose path never enters a wall cell."""
-    first = run["first_reach"]
-    free, clear = [], []
+    frames in free cells, share of plans whose path never enters a wall cell, and the same for the
+    part of each plan that is tracked before the next plan (``replan_every`` steps)."""
+    first, ahead = run["first_reach"], math.ceil(run["replan_every"] / frame_skip)
+    free, clear, clear_tracked = [], [], []
     with PointMaze(run["maze"]) as env:
         for t, plan in run["plans"]:
             on_way = (first < 0) | (first > t)
             if on_way.any():
-                f, c = wall_checks(env, run["trajectories"][on_way, t, :2], plan[on_way])
+                start = run["trajectories"][on_way, t, :2]
+                f, c = wall_checks(env, start, plan[on_way])
                 free.append(f.ravel())
                 clear.append(c)
-    return {"frames_free_on_way": float(np.concatenate(free).mean()) if free else None,
-            "plans_clear_on_way": float(np.concatenate(clear).mean()) if clear else None}
+                clear_tracked.append(wall_checks(env, start, plan[on_way][:, :ahead])[1])
+    mean = lambda xs: float(np.concatenate(xs).mean()) if xs else None  # noqa: E731
+    return {"frames_free_on_way": mean(free), "plans_clear_on_way": mean(clear), "tracked_part_clear_on_way": mean(clear_tracked)}
 
 
 @contextlib.contextmanager
@@ -147,7 +151,7 @@ def main(argv=None) -> int:
                 run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True)
                 m = summarize([run])
                 cell = {"scale": scale, "mc_samples": mc, "success_rate": m["success_rate"], "normalized_score": m["normalized_score"]["mean"],
-                        "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), **walls(run), "pull": pull(planner, maze, a.episodes, ps, VALIDATION_SEED),
+                        "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), **walls(run, planner.cfg.frame_skip), "pull": pull(planner, maze, a.episodes, ps, VALIDATION_SEED),
                         "seconds": round(m["seconds"], 1)}
                 if base is None:
                     base = run
@@ -172,14 +176,15 @@ def markdown(r: dict) -> str:
     lines = [f"# Monte Carlo guidance: reaching the goal against holding it (budget `{r['budget']}`)", "",
              f"DF planner of training seed 0; {r['episodes']} single-goal episodes per cell from validation seed {r['validation_seed']}, "
              f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`, gradient "
-             f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`). `free` / `clear` = share of the planned frames in free "
-             "cells / of the plans whose path never enters a wall, over the plans made before the first arrival; `at goal` = share of the steps "
+             f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`). `free` / `clear` / `clear tracked` = share "
+             "of the planned frames in free cells / of the plans whose path never enters a wall / of the plans whose part tracked "
+             "before the next plan never enters a wall, over the plans made before the first arrival; `at goal` = share of the steps "
              "from the first arrival on spent within 0.5 of the goal; `plan dist` = mean distance to the goal of the positions planned "
              "after the first arrival; `pull` = mean shift of the predicted plan by the guidance per moving token and step (normalized "
              "features), in one plan per start from the starts / from the goal at rest. Differences: against mc 1 at the same scale over "
              "the same episodes, ± paired standard error.", "",
-             "| maze | scale | mc | success | score | steps to goal | free | clear | at goal | plan dist | pull from start / goal | score - mc 1 | success - mc 1 | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| maze | scale | mc | success | score | steps to goal | free | clear | clear tracked | at goal | plan dist | pull from start / goal | score - mc 1 | success - mc 1 | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for maze, m in r["mazes"].items():
         for c in m["cells"].values():
             v = c.get("vs_one_sample")
@@ -187,6 +192,7 @@ def markdown(r: dict) -> str:
             dr = "-" if v is None else f"{100 * v['success_rate']['mean']:+.1f} ± {100 * v['success_rate']['sem']:.1f}"
             lines.append(f"| {maze} | {c['scale']:g} | {c['mc_samples']} | {100 * c['success_rate']:.0f}% | {c['normalized_score']:.1f} | "
                          f"{_num(c['steps_to_goal'], '.0f')} | {_num(c.get('frames_free_on_way'), '.3f')} | {_num(c.get('plans_clear_on_way'), '.2f')} | "
+                         f"{_num(c.get('tracked_part_clear_on_way'), '.2f')} | "
                          f"{_num(c['time_at_goal_after_reach'], '.2f')} | "
                          f"{_num(c['plan_distance_after_reach'], '.2f')} | {c['pull']['from_start']:.2f} / {c['pull']['from_goal']:.2f} | "
                          f"{ds} | {dr} | {c['seconds']} |")
