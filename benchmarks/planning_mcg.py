@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--mc-gradient", default="through", choices=["through", "direct"],
                    help="PlanSettings.mc_gradient of the MCG cells; 'direct' writes planning_mcg_BUDGET_direct")
     p.add_argument("--episodes", type=int, default=48, help="episodes per maze and cell")
+    p.add_argument("--name", default=None, help="results file name (default planning_mcg_BUDGET, + _direct with --mc-gradient direct)")
     p.add_argument("--replan-every", type=int, default=REPLAN_EVERY)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="planning.py's datasets and checkpoints")
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
                       f"pull {cell['pull']['from_start']:.2f} / {cell['pull']['from_goal']:.2f} ({cell['seconds']}s)", flush=True)
         out["mazes"][maze] = {"train_steps": train_steps, "cells": cells}
         out["seconds_total"] = round(time.time() - t_all, 1)
-        write_results(f"planning_mcg_{a.budget}" + ("" if a.mc_gradient == "through" else f"_{a.mc_gradient}"), {**prov, "machine": machine(), **out}, markdown(out))
+        write_results(a.name or f"planning_mcg_{a.budget}" + ("" if a.mc_gradient == "through" else f"_{a.mc_gradient}"), {**prov, "machine": machine(), **out}, markdown(out))
     return 0
 
 
