@@ -198,7 +198,7 @@ class PlanSettings:
             The plan is one window: ``chunk_size`` and ``history_len`` must stay unset.
         guidance_scale: goal-guidance scale (0 = none). The default 50 is DF + MCG's pick on a
             validation seed on umaze and medium, at 700-800 and at 20000 training steps (30 on
-            large at 600); ``df`` alone picks 30 (``benchmarks/results/planning_scales_*.md``).
+            large at 600, 80 at 20000); ``df`` alone picks 30 (``benchmarks/results/planning_scales_*.md``).
         mc_samples: futures averaged per step for ``df_mcg``.
         mc_gradient: how the futures' reward gradient reaches the tokens being denoised:
             ``through`` their second network call (the reference code's) or ``direct``
