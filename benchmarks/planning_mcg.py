@@ -4,13 +4,17 @@ For each maze, the DF planner of training seed 0 at the budget's training steps 
 ``--work-dir`` where ``planning.py`` / ``planning_scales.py`` left it, else trained) plans MPC
 episodes from single-goal starts of the validation seed of ``planning_scales.py`` (never an
 evaluation seed) at every guidance scale of ``--scales`` with ``mc_samples`` in ``--mc-samples``
-(1 = ``df``, one sample; more = ``df_mcg``). Per cell: success, normalized score, steps to the goal,
-and two measures of holding the goal once reached:
+(1 = ``df``, one sample; more = ``df_mcg`` with ``PlanSettings.mc_gradient = --mc-gradient``).
+Per cell: success, normalized score, steps to the goal, two measures of holding the goal once
+reached and three of the plans made on the way (before the first arrival) against the walls:
 
 - ``time_at_goal_after_reach``: share of the steps from the first arrival on spent within 0.5 of
   the goal (the normalized score counts those steps);
 - ``plan_distance_after_reach``: mean distance to the goal of the planned positions in plans made
-  after the first arrival.
+  after the first arrival;
+- ``frames_free_on_way`` / ``plans_clear_on_way`` / ``tracked_part_clear_on_way``: share of the
+  planned frames in free cells / of the plans whose path never enters a wall cell / of the plans
+  whose part tracked before the next plan never does (:func:`dforce.planning.evaluate.wall_checks`).
 
 Each MCG cell is compared with one sample at the same scale episode by episode (same model, starts
 and sampling seeds): mean difference ± paired standard error. One sample also runs at the smaller
@@ -20,6 +24,7 @@ moving token, in the planner's normalized features) in plans from the validation
 itself, at each scale and number of samples.
 
     PYTHONPATH=src python benchmarks/planning_mcg.py --budget long --mazes medium --work-dir /tmp/dforce-planning-long9
+    PYTHONPATH=src python benchmarks/planning_mcg.py ... --mc-gradient direct --df-scales    # the averaging-only ablation
 """
 
 from __future__ import annotations
