@@ -55,7 +55,7 @@ CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [3000, 10
 
 
 def squash_arg(text: str) -> float | None:
-    """``--squash`` of the planning scripts: ``none`` (the plain goal distance) or a positive number."""
+    """``--squash`` / ``--hold-scales`` of the planning scripts: ``none`` (the plain goal distance; no hold) or a positive number."""
     if text.lower() == "none":
         return None
     value = float(text)
@@ -204,6 +204,7 @@ def main(argv=None) -> int:
             "guidance_scales": args.tuned or args.guidance_scale,
             "guidance_scale_note": f"picked per maze and method on a validation seed: planning_scales_{args.budget}.json" if args.tuned
             else "one scale for df and df_mcg",
+            "hold_scale": PlanSettings.hold_scale,
             "pooling": "success_rate.std is over training seeds; normalized_score.std over all episodes, sem = std / sqrt(episodes - 1)",
         },
         "published_normalized": PUBLISHED,
@@ -338,7 +339,9 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         "",
         f"Data: {results['data_note']}. Published numbers use D4RL's own datasets and far larger training budgets.",
         "",
-        f"Guidance scales: {json.dumps(pr.get('guidance_scales', 10.0))} ({pr.get('guidance_scale_note', '')}).",
+        f"Guidance scales: {json.dumps(pr.get('guidance_scales', 10.0))} ({pr.get('guidance_scale_note', '')})"
+        + ("." if pr.get("hold_scale") is None else f"; df and df_mcg plan with one sample at scale {pr['hold_scale']:g} once an "
+           "episode has reached the goal (`PlanSettings.hold_scale`)."),
         "",
         f"Single-goal setting (D4RL's fixed goal, random starts): {len(pr['train_seeds'])} training seeds x {len(pr['eval_seeds'])} evaluation "
         "seeds. Success: mean over all episodes ± std over training seeds; normalized score: mean ± standard error (std over episodes); "

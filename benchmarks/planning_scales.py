@@ -4,7 +4,8 @@ For each maze, the DF planner of training seed 0 at the budget's training steps 
 from ``--work-dir`` where :mod:`planning` left it) plans MPC episodes from single-goal starts of a
 validation seed (never an evaluation seed of ``planning.py``) at every scale of ``--scales``, for
 ``df`` and ``df_mcg``, with the planner's default reward (goal distance squashed by
-``PlanSettings.squash``). The pick is the scale with the best mean normalized score.
+``PlanSettings.squash``) and hold (``PlanSettings.hold_scale``: one sample once the goal is
+reached). The pick is the scale with the best mean normalized score.
 ``planning.py --tuned`` reads the picks from ``benchmarks/results/planning_scales_BUDGET.json``.
 
     PYTHONPATH=src python benchmarks/planning_scales.py --budget cpu --work-dir /tmp/dforce-planning
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
     t_all = time.time()
     prior = _earlier_run(name, a.budget, squash, a.replan_every, a.mazes)
-    out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
+    out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "hold_scale": PlanSettings.hold_scale, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
         data_path = os.path.join(a.work_dir, f"{maze}-{data_steps}.npz")
@@ -93,7 +94,8 @@ def _earlier_run(name: str, budget: str, squash, replan_every: int, mazes: list[
     if not path.exists():
         return {}
     r = json.loads(path.read_text())
-    if (r.get("budget"), r.get("squash", PlanSettings.squash), r.get("replan_every")) != (budget, squash, replan_every):
+    if (r.get("budget"), r.get("squash", PlanSettings.squash), r.get("replan_every"), r.get("hold_scale")) != (
+            budget, squash, replan_every, PlanSettings.hold_scale):
         return {}
     keep = [m for m in r.get("mazes", {}) if m not in mazes]
     mz = {m: {"git_sha": r.get("git_sha"), "command": r.get("command"), **r["mazes"][m]} for m in keep}
@@ -105,7 +107,8 @@ def markdown(r: dict) -> str:
     scales = sorted({float(s) for m in r["mazes"].values() for g in m["grid"].values() for s in g})
     lines = [f"# Guidance scales picked on validation seed {r['validation_seed']} (budget `{r['budget']}`)", "",
              f"{r['episodes']} single-goal episodes per maze, method and scale, replanning every {r['replan_every']} steps; "
-             f"goal distance {reward}; DF planner of training seed 0. "
+             f"goal distance {reward}; " + ("" if r.get("hold_scale") is None else f"one sample at scale {r['hold_scale']:g} once the goal is reached; ")
+             + "DF planner of training seed 0. "
              "Cells: success, normalized score; **bold**: the pick (best score).", "",
              "| maze | method | " + " | ".join(f"{s:g}" for s in scales) + " |", "|---|---|" + "---|" * len(scales)]
     for maze, m in r["mazes"].items():

@@ -3,7 +3,8 @@
 Every ``replan_every`` steps the planner plans from the current observation to the goal for the
 remaining episode (flexible horizon; the full-sequence baseline plans its fixed horizon, by default
 once per episode as Diffuser's maze2d evaluation does, the controller then holding the goal), and the
-plan is tracked frame by frame (PD control, or the diffused actions). Episodes run in parallel
+plan is tracked frame by frame (PD control, or the diffused actions). Episodes that have reached the
+goal are planned with ``settings.holding()`` (``PlanSettings.hold_scale``). Episodes run in parallel
 (one MuJoCo state per episode). Metrics per episode:
 
 - ``episode_reward``: steps within 0.5 of the goal (D4RL sparse reward; 300 / 600 / 800 steps);
@@ -68,7 +69,7 @@ def run_episodes(
                 a = pd_control(obs, goal)
             else:
                 if t % replan_every == 0:
-                    plan = planner.plan(obs, goal, horizon=steps - t, settings=settings, seed=seed * 100_003 + t)
+                    plan = planner.plan(obs, goal, horizon=steps - t, settings=settings, seed=seed * 100_003 + t, reached=first >= 0)
                     plan_obs = obs.copy()
                     if record:
                         plans.append((t, plan.copy()))
