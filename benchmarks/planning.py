@@ -55,7 +55,7 @@ CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [3000, 10
 
 
 def squash_arg(text: str) -> float | None:
-    """``--squash`` / ``--hold-scales`` of the planning scripts: ``none`` (the plain goal distance; no hold) or a positive number."""
+    """``--squash`` of the planning scripts: ``none`` (the plain goal distance) or a positive number."""
     if text.lower() == "none":
         return None
     value = float(text)
@@ -67,19 +67,20 @@ def squash_arg(text: str) -> float | None:
 REPLAN_EVERY = 100  # MPC replanning interval of df and df_mcg (steps)
 
 
-def scales_name(budget: str, replan_every: int = REPLAN_EVERY, squash: str | None = None) -> str:
-    """Result name of ``planning_scales.py``'s picks for a budget, replanning interval and ``--squash``."""
+def scales_name(budget: str, replan_every: int = REPLAN_EVERY, squash: str | None = None, hold: bool = True) -> str:
+    """Result name of ``planning_scales.py``'s picks for a budget, replanning interval, ``--squash`` and ``--no-hold``."""
     return (f"planning_scales_{budget}" + ("" if replan_every == REPLAN_EVERY else f"_replan{replan_every}")
-            + ("" if squash is None else f"_squash{squash.lower()}"))
+            + ("" if squash is None else f"_squash{squash.lower()}") + ("" if hold else "_nohold"))
 
 
-def tuned_scales(budget: str, replan_every: int = REPLAN_EVERY) -> dict:
+def tuned_scales(budget: str, replan_every: int = REPLAN_EVERY, hold: bool = True) -> dict:
     """Guidance scales per maze and method picked on a validation seed by ``planning_scales.py``
-    at the same replanning interval."""
-    name = scales_name(budget, replan_every)
+    at the same replanning interval and hold rule."""
+    name = scales_name(budget, replan_every, hold=hold)
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{name}.json")
     if not os.path.exists(path):
-        raise SystemExit(f"--tuned needs {path}; run benchmarks/planning_scales.py --budget {budget} --replan-every {replan_every} first")
+        raise SystemExit(f"--tuned needs {path}; run benchmarks/planning_scales.py --budget {budget} --replan-every {replan_every}"
+                         + ("" if hold else " --no-hold") + " first")
     with open(path) as f:
         return json.load(f)["picks"]
 
@@ -161,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--fs-replan-every", type=int, default=None,
                    help="replanning interval of full_sequence; default: run_episodes' (plan once per episode, as Diffuser's maze2d "
                         "evaluation does: its plan ends at the goal after the Diffuser horizon and the controller then holds the goal)")
+    p.add_argument("--no-hold", dest="hold", action="store_false",
+                   help="plan every episode to its end (default: once at the goal, PD control holds it: run_episodes(hold=True))")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
     p.add_argument("--tuned", action="store_true",
                    help="use the scales planning_scales.py picked on a validation seed at the same --replan-every "
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="planning", help="result files NAME.json / NAME.md")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = p.parse_args(argv)
-    args.tuned = tuned_scales(args.budget, args.replan_every) if args.tuned else None
+    args.tuned = tuned_scales(args.budget, args.replan_every, args.hold) if args.tuned else None
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     os.makedirs(args.work_dir, exist_ok=True)
@@ -199,12 +202,12 @@ def main(argv=None) -> int:
             "reward": "1 per step within 0.5 of the goal; normalized = 100 (R - min) / (max - min), D4RL reference scores",
             "replan_every": args.replan_every,
             "full_sequence_replan_every": args.fs_replan_every or "once per episode (Diffuser's protocol)",
+            "hold": args.hold,
             "eval_seeds": args.eval_seeds,
             "train_seeds": args.train_seeds,
             "guidance_scales": args.tuned or args.guidance_scale,
             "guidance_scale_note": f"picked per maze and method on a validation seed: planning_scales_{args.budget}.json" if args.tuned
             else "one scale for df and df_mcg",
-            "hold_scale": PlanSettings.hold_scale,
             "pooling": "success_rate.std is over training seeds; normalized_score.std over all episodes, sem = std / sqrt(episodes - 1)",
         },
         "published_normalized": PUBLISHED,
@@ -245,7 +248,7 @@ def main(argv=None) -> int:
                 replan = args.fs_replan_every if method == "full_sequence" else args.replan_every
                 seed_runs = []
                 for i, seed in enumerate(args.eval_seeds):
-                    r = run_episodes(planner, maze, episodes, "single_goal", 1000 * tseed + seed, replan, ps, record=ti == 0 and i == 0)
+                    r = run_episodes(planner, maze, episodes, "single_goal", 1000 * tseed + seed, replan, ps, record=ti == 0 and i == 0, hold=args.hold)
                     if ti == 0 and i == 0:
                         plot_episodes(r, os.path.join(args.out_dir, f"{args.name}_{maze}_{method}.png"), max_episodes=4)
                     seed_runs.append(r)
@@ -254,7 +257,7 @@ def main(argv=None) -> int:
                 print(f"[{maze}] {method} train seed {tseed}: success {m['success_rate']:.2f} score {m['normalized_score']['mean']:.1f} "
                       f"({m['seconds']:.0f}s)", flush=True)
                 if args.random_setting:
-                    random_runs[method].append([run_episodes(planner, maze, episodes, "random", 100 + 1000 * tseed, replan, ps)])
+                    random_runs[method].append([run_episodes(planner, maze, episodes, "random", 100 + 1000 * tseed, replan, ps, hold=args.hold)])
         results["mazes"][maze] = {m: {**pooled(runs[m]), "settings": asdict(settings_for(m, maze, args))} for m in args.methods}
         # the floor: no planner, PD control straight at the goal, from the same starts
         floor_runs = [[run_episodes(None, maze, episodes, "single_goal", 1000 * t + s) for s in args.eval_seeds] for t in args.train_seeds]
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
             for steps in curve:
                 planner, secs = train_or_load(maze, "independent", data, steps, args.train_seeds[0], args)
                 r = summarize([run_episodes(planner, maze, episodes, "single_goal", args.eval_seeds[0], args.replan_every,
-                                            settings_for("df_mcg", maze, args))])
+                                            settings_for("df_mcg", maze, args), hold=args.hold)])
                 points.append({"train_steps": steps, "train_seconds": round(secs, 1), "success_rate": r["success_rate"],
                                "normalized_score": r["normalized_score"]["mean"], "episodes": r["episodes"]})
                 print(f"[{maze}] curve {steps} steps: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
@@ -339,9 +342,9 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         "",
         f"Data: {results['data_note']}. Published numbers use D4RL's own datasets and far larger training budgets.",
         "",
-        f"Guidance scales: {json.dumps(pr.get('guidance_scales', 10.0))} ({pr.get('guidance_scale_note', '')})"
-        + ("." if pr.get("hold_scale") is None else f"; df and df_mcg plan with one sample at scale {pr['hold_scale']:g} once an "
-           "episode has reached the goal (`PlanSettings.hold_scale`)."),
+        f"Guidance scales: {json.dumps(pr.get('guidance_scales', 10.0))} ({pr.get('guidance_scale_note', '')}). "
+        + ("Every planner's episode is held at the goal once reached (PD control at the goal, no more plans: `run_episodes(hold=True)`)."
+           if pr.get("hold") else "Episodes are planned to the end (`--no-hold`)."),
         "",
         f"Single-goal setting (D4RL's fixed goal, random starts): {len(pr['train_seeds'])} training seeds x {len(pr['eval_seeds'])} evaluation "
         "seeds. Success: mean over all episodes ± std over training seeds; normalized score: mean ± standard error (std over episodes); "

@@ -16,9 +16,7 @@ reached and three of the plans made on the way (before the first arrival) agains
   planned frames in free cells / of the plans whose path never enters a wall cell / of the plans
   whose part tracked before the next plan never does (:func:`dforce.planning.evaluate.wall_checks`).
 
-``--hold-scales`` sets ``PlanSettings.hold_scale`` (default none: every plan of an episode uses the
-cell's settings, which is what this study of holding measures). Each MCG cell is compared with one
-sample at the same scale (and hold) episode by episode (same model, starts
+Each MCG cell is compared with one sample at the same scale episode by episode (same model, starts
 and sampling seeds): mean difference ± paired standard error. One sample also runs at the smaller
 scales of ``--df-scales``, so the table holds its whole success-score trade-off, and ``pull``
 measures how far the guidance moves the predicted plan (mean ``||x0_hat_guided - x0_hat||`` per
@@ -27,7 +25,7 @@ itself, at each scale and number of samples.
 
     PYTHONPATH=src python benchmarks/planning_mcg.py --budget long --mazes medium --work-dir /tmp/dforce-planning-long9
     PYTHONPATH=src python benchmarks/planning_mcg.py ... --mc-gradient direct --df-scales    # the averaging-only ablation
-    PYTHONPATH=src python benchmarks/planning_mcg.py ... --hold-scales none 50 80 120        # one sample once the goal is reached
+    PYTHONPATH=src python benchmarks/planning_mcg.py ... --hold       # the goal held by PD control once reached
 """
 
 from __future__ import annotations
@@ -61,8 +59,10 @@ def holding(run: dict) -> dict:
         ok = reached & (first <= t)
         if ok.any():
             dists.append(np.linalg.norm(plan[ok][:, :, :2] - run["goals"][ok][:, None], axis=-1).ravel())
+    dists = np.concatenate(dists) if dists else np.zeros(0)
+    dists = dists[np.isfinite(dists)]  # held episodes are not planned (NaN rows)
     return {"time_at_goal_after_reach": float(at_goal.mean()) if reached.any() else None,
-            "plan_distance_after_reach": float(np.concatenate(dists).mean()) if dists else None}
+            "plan_distance_after_reach": float(dists.mean()) if len(dists) else None}
 
 
 def walls(run: dict, frame_skip: int) -> dict:
@@ -119,7 +119,7 @@ def pull(planner, maze: str, episodes: int, settings: PlanSettings, seed: int) -
 
 def main(argv=None) -> int:
     from common import machine, provenance, write_results
-    from planning import BUDGETS, REPLAN_EVERY, squash_arg, train_or_load
+    from planning import BUDGETS, REPLAN_EVERY, train_or_load
     from planning_scales import VALIDATION_SEED
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,9 +131,9 @@ def main(argv=None) -> int:
     p.add_argument("--mc-samples", type=int, nargs="+", default=[1, 4, 8, 16], help="1 (df) first: the others are compared with it")
     p.add_argument("--mc-gradient", default="through", choices=["through", "direct"],
                    help="PlanSettings.mc_gradient of the MCG cells; 'direct' writes planning_mcg_BUDGET_direct")
-    p.add_argument("--hold-scales", nargs="+", default=["none"],
-                   help="PlanSettings.hold_scale of the cells: 'none' (the same settings after the arrival: what MCG itself does "
-                   "to holding) and/or scales (one sample at that scale once the goal is reached); each value gets its own cells")
+    p.add_argument("--hold", action="store_true",
+                   help="hold the goal by PD control once reached (run_episodes(hold=True)); default: plan to the end, which is what this "
+                   "study of holding measures; writes planning_mcg_BUDGET_hold")
     p.add_argument("--episodes", type=int, default=48, help="episodes per maze and cell")
     p.add_argument("--name", default=None, help="results file name (default planning_mcg_BUDGET, + _direct with --mc-gradient direct)")
     p.add_argument("--replan-every", type=int, default=REPLAN_EVERY)
@@ -142,15 +142,11 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.mc_samples[0] != 1 or min(a.mc_samples) < 1:
         p.error(f"--mc-samples must start with 1 (the one-sample baseline) and be >= 1, got {a.mc_samples}")
-    try:
-        holds = [squash_arg(h) for h in a.hold_scales]
-    except ValueError:
-        p.error(f"--hold-scales takes 'none' or positive numbers, got {a.hold_scales}")
     torch.set_num_threads(a.threads)
     prov = provenance()
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True)
     out: dict = {"df_scales": a.df_scales, "budget": a.budget, "validation_seed": VALIDATION_SEED, "episodes": a.episodes, "replan_every": a.replan_every,
-                 "scales": a.scales, "mc_samples": a.mc_samples, "mc_gradient": a.mc_gradient, "hold_scales": holds, "mazes": {}}
+                 "scales": a.scales, "mc_samples": a.mc_samples, "mc_gradient": a.mc_gradient, "hold": a.hold, "mazes": {}}
     t_all = time.time()
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
@@ -159,15 +155,14 @@ def main(argv=None) -> int:
             raise SystemExit(f"{data_path} is missing: run benchmarks/planning.py --budget {a.budget} --mazes {maze} --work-dir {a.work_dir} first")
         planner, _ = train_or_load(maze, "independent", load_dataset(data_path), train_steps, 0, load)
         cells: dict = {}
-        for hold, scale in [(h, s) for h in holds for s in sorted(set(a.scales) | set(a.df_scales))]:
+        for scale in sorted(set(a.scales) | set(a.df_scales)):
             base = None
             for mc in a.mc_samples if scale in a.scales else [1]:
-                ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc, mc_gradient=a.mc_gradient,
-                                  hold_scale=hold)
+                ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc, mc_gradient=a.mc_gradient)
                 ps = ps.with_overrides(steps=16)
-                run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True)
+                run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True, hold=a.hold)
                 m = summarize([run])
-                cell = {"scale": scale, "mc_samples": mc, "hold_scale": hold, "success_rate": m["success_rate"], "normalized_score": m["normalized_score"]["mean"],
+                cell = {"scale": scale, "mc_samples": mc, "success_rate": m["success_rate"], "normalized_score": m["normalized_score"]["mean"],
                         "steps_to_goal": m["steps_to_goal"]["mean"], **holding(run), **walls(run, planner.cfg.frame_skip), "pull": pull(planner, maze, a.episodes, ps, VALIDATION_SEED),
                         "seconds": round(m["seconds"], 1)}
                 if base is None:
@@ -175,13 +170,14 @@ def main(argv=None) -> int:
                 else:
                     cell["vs_one_sample"] = {"normalized_score": paired_difference([run], [base]),
                                              "success_rate": paired_difference([run], [base], "success")}
-                cells[f"scale {scale:g}, mc {mc}" + ("" if hold is None else f", hold {hold:g}")] = cell
-                print(f"[{maze}] scale {scale:g} mc {mc} hold {hold}: success {cell['success_rate']:.2f} score {cell['normalized_score']:.1f} "
+                cells[f"scale {scale:g}, mc {mc}"] = cell
+                print(f"[{maze}] scale {scale:g} mc {mc}: success {cell['success_rate']:.2f} score {cell['normalized_score']:.1f} "
                       f"at goal {_num(cell['time_at_goal_after_reach'], '.2f')} plan dist {_num(cell['plan_distance_after_reach'], '.2f')} "
                       f"pull {cell['pull']['from_start']:.2f} / {cell['pull']['from_goal']:.2f} ({cell['seconds']}s)", flush=True)
         out["mazes"][maze] = {"train_steps": train_steps, "cells": cells}
         out["seconds_total"] = round(time.time() - t_all, 1)
-        write_results(a.name or f"planning_mcg_{a.budget}" + ("" if a.mc_gradient == "through" else f"_{a.mc_gradient}"), {**prov, "machine": machine(), **out}, markdown(out))
+        name = f"planning_mcg_{a.budget}" + ("" if a.mc_gradient == "through" else f"_{a.mc_gradient}") + ("_hold" if a.hold else "")
+        write_results(a.name or name, {**prov, "machine": machine(), **out}, markdown(out))
     return 0
 
 
@@ -193,22 +189,23 @@ def markdown(r: dict) -> str:
     lines = [f"# Monte Carlo guidance: reaching the goal against holding it (budget `{r['budget']}`)", "",
              f"DF planner of training seed 0; {r['episodes']} single-goal episodes per cell from validation seed {r['validation_seed']}, "
              f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`, gradient "
-             f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`). `hold`: `PlanSettings.hold_scale` (-: none, the "
-             "same settings after the arrival; a scale: one sample at it once the goal is reached). `free` / `clear` / `clear tracked` = share "
+             f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`); "
+             + ("episodes held at the goal by PD control once reached (no plans after the arrival). " if r.get("hold")
+                else "episodes planned to the end. ") + "`free` / `clear` / `clear tracked` = share "
              "of the planned frames in free cells / of the plans whose path never enters a wall / of the plans whose part tracked "
              "before the next plan never enters a wall, over the plans made before the first arrival; `at goal` = share of the steps "
              "from the first arrival on spent within 0.5 of the goal; `plan dist` = mean distance to the goal of the positions planned "
              "after the first arrival; `pull` = mean shift of the predicted plan by the guidance per moving token and step (normalized "
              "features), in one plan per start from the starts / from the goal at rest. Differences: against mc 1 at the same scale over "
              "the same episodes, ± paired standard error.", "",
-             "| maze | scale | mc | hold | success | score | steps to goal | free | clear | clear tracked | at goal | plan dist | pull from start / goal | score - mc 1 | success - mc 1 | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| maze | scale | mc | success | score | steps to goal | free | clear | clear tracked | at goal | plan dist | pull from start / goal | score - mc 1 | success - mc 1 | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for maze, m in r["mazes"].items():
         for c in m["cells"].values():
             v = c.get("vs_one_sample")
             ds = "-" if v is None else f"{v['normalized_score']['mean']:+.1f} ± {v['normalized_score']['sem']:.1f}"
             dr = "-" if v is None else f"{100 * v['success_rate']['mean']:+.1f} ± {100 * v['success_rate']['sem']:.1f}"
-            lines.append(f"| {maze} | {c['scale']:g} | {c['mc_samples']} | {_num(c.get('hold_scale'), 'g')} | {100 * c['success_rate']:.0f}% | {c['normalized_score']:.1f} | "
+            lines.append(f"| {maze} | {c['scale']:g} | {c['mc_samples']} | {100 * c['success_rate']:.0f}% | {c['normalized_score']:.1f} | "
                          f"{_num(c['steps_to_goal'], '.0f')} | {_num(c.get('frames_free_on_way'), '.3f')} | {_num(c.get('plans_clear_on_way'), '.2f')} | "
                          f"{_num(c.get('tracked_part_clear_on_way'), '.2f')} | "
                          f"{_num(c['time_at_goal_after_reach'], '.2f')} | "

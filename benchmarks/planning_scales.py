@@ -4,8 +4,7 @@ For each maze, the DF planner of training seed 0 at the budget's training steps 
 from ``--work-dir`` where :mod:`planning` left it) plans MPC episodes from single-goal starts of a
 validation seed (never an evaluation seed of ``planning.py``) at every scale of ``--scales``, for
 ``df`` and ``df_mcg``, with the planner's default reward (goal distance squashed by
-``PlanSettings.squash``) and hold (``PlanSettings.hold_scale``: one sample once the goal is
-reached). The pick is the scale with the best mean normalized score.
+``PlanSettings.squash``) and ``run_episodes``' default hold of the goal once reached. The pick is the scale with the best mean normalized score.
 ``planning.py --tuned`` reads the picks from ``benchmarks/results/planning_scales_BUDGET.json``.
 
     PYTHONPATH=src python benchmarks/planning_scales.py --budget cpu --work-dir /tmp/dforce-planning
@@ -44,6 +43,8 @@ def main(argv=None) -> int:
                    help="MPC replanning interval (planning.py's default); another value writes planning_scales_BUDGET_replanN")
     p.add_argument("--squash", default=None, help="goal-distance squash for an ablation: a number, or 'none' for the plain "
                    "distance (default: PlanSettings'); the results then go to planning_scales_BUDGET_squashS.json")
+    p.add_argument("--no-hold", dest="hold", action="store_false",
+                   help="plan every episode to its end (default: hold the goal once reached); writes planning_scales_BUDGET_nohold")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="datasets and checkpoints (planning.py's)")
     a = p.parse_args(argv)
@@ -52,15 +53,15 @@ def main(argv=None) -> int:
         squash = PlanSettings.squash if a.squash is None else squash_arg(a.squash)
     except ValueError:
         p.error(f"--squash must be 'none' or a positive number, got {a.squash!r}")
-    name = scales_name(a.budget, a.replan_every, a.squash)
+    name = scales_name(a.budget, a.replan_every, a.squash, a.hold)
     if a.budget not in BUDGETS:
         raise SystemExit(f"unknown budget {a.budget!r}; choose one of {sorted(BUDGETS)}")
     prov = provenance()
     os.makedirs(a.work_dir, exist_ok=True)
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
     t_all = time.time()
-    prior = _earlier_run(name, a.budget, squash, a.replan_every, a.mazes)
-    out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "hold_scale": PlanSettings.hold_scale, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
+    prior = _earlier_run(name, a.budget, squash, a.replan_every, a.hold, a.mazes)
+    out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "hold": a.hold, "validation_seed": VALIDATION_SEED, "scales": a.scales, "episodes": a.episodes, "mazes": {}, "picks": {}}
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
         data_path = os.path.join(a.work_dir, f"{maze}-{data_steps}.npz")
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
             for s in a.scales:
                 load.guidance_scale = s
                 ps = settings_for(method, maze, load).with_overrides(squash=squash)
-                r = summarize([run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps)])
+                r = summarize([run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, hold=a.hold)])
                 grid.setdefault(method, {})[f"{s:g}"] = {"success_rate": r["success_rate"], "normalized_score": r["normalized_score"]["mean"],
                                                         "steps_to_goal": r["steps_to_goal"]["mean"], "seconds": round(r["seconds"], 1)}
                 print(f"[{maze}] {method} @ {s:g}: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _earlier_run(name: str, budget: str, squash, replan_every: int, mazes: list[str]) -> dict:
+def _earlier_run(name: str, budget: str, squash, replan_every: int, hold: bool, mazes: list[str]) -> dict:
     """The other mazes of an earlier run with the same budget and reward (kept in the results file,
     each with its own ``git_sha`` and ``command``), so that mazes can be picked one run at a time."""
     from common import RESULTS
@@ -94,8 +95,7 @@ def _earlier_run(name: str, budget: str, squash, replan_every: int, mazes: list[
     if not path.exists():
         return {}
     r = json.loads(path.read_text())
-    if (r.get("budget"), r.get("squash", PlanSettings.squash), r.get("replan_every"), r.get("hold_scale")) != (
-            budget, squash, replan_every, PlanSettings.hold_scale):
+    if (r.get("budget"), r.get("squash", PlanSettings.squash), r.get("replan_every"), r.get("hold", False)) != (budget, squash, replan_every, hold):
         return {}
     keep = [m for m in r.get("mazes", {}) if m not in mazes]
     mz = {m: {"git_sha": r.get("git_sha"), "command": r.get("command"), **r["mazes"][m]} for m in keep}
@@ -107,8 +107,8 @@ def markdown(r: dict) -> str:
     scales = sorted({float(s) for m in r["mazes"].values() for g in m["grid"].values() for s in g})
     lines = [f"# Guidance scales picked on validation seed {r['validation_seed']} (budget `{r['budget']}`)", "",
              f"{r['episodes']} single-goal episodes per maze, method and scale, replanning every {r['replan_every']} steps; "
-             f"goal distance {reward}; " + ("" if r.get("hold_scale") is None else f"one sample at scale {r['hold_scale']:g} once the goal is reached; ")
-             + "DF planner of training seed 0. "
+             f"goal distance {reward}; " + ("episodes held at the goal once reached" if r.get("hold") else "episodes planned to the end")
+             + "; DF planner of training seed 0. "
              "Cells: success, normalized score; **bold**: the pick (best score).", "",
              "| maze | method | " + " | ".join(f"{s:g}" for s in scales) + " |", "|---|---|" + "---|" * len(scales)]
     for maze, m in r["mazes"].items():

@@ -153,61 +153,6 @@ def test_mc_gradient_reaches_the_guidance_and_is_checked(planner, monkeypatch):
         PlanSettings(mc_gradient="chain").check()
 
 
-def test_holding_plans_one_sample_at_the_hold_scale():
-    s = PlanSettings(method="df_mcg", guidance_scale=30.0, mc_samples=8, hold_scale=80.0)
-    h = s.holding()
-    assert (h.method, h.mc_samples, h.guidance_scale, h.hold_scale) == ("df", 1, 80.0, 80.0)
-    assert h.sampling == s.sampling and h.squash == s.squash and h.mc_gradient == s.mc_gradient
-    assert PlanSettings(hold_scale=None).holding() == PlanSettings(hold_scale=None)
-    assert PlanSettings(method="full_sequence").holding() == PlanSettings(method="full_sequence")
-    assert PlanSettings().hold_scale == 80.0
-    with pytest.raises(ValueError, match="hold_scale must be >= 0"):
-        PlanSettings(hold_scale=-1.0).check()
-
-
-def test_episodes_that_reached_the_goal_are_planned_with_the_hold_settings(planner, monkeypatch):
-    """Spy on the guidance: rows marked ``reached`` get one sample at ``hold_scale``, the others MCG
-    at ``guidance_scale``; each row's plan is the plan of its group alone with the same seed."""
-    import dforce.planning.planner as mod
-
-    seen, real = [], mod.RewardGuidance
-    monkeypatch.setattr(mod, "RewardGuidance", lambda *a, **kw: seen.append((a[1], a[2])) or real(*a, **kw))
-    obs = np.array([[0.5, 1.0, 0.2, -0.1], [-1.0, 0.9, 0.0, 0.0], [0.3, -0.8, 0.1, 0.1]])
-    goal = np.array([[-1.0, 1.0]] * 3)
-    s = PlanSettings(method="df_mcg", guidance_scale=30.0, mc_samples=3, hold_scale=80.0).with_overrides(steps=2)
-    reached = np.array([False, True, False])
-    both = planner.plan(obs, goal, horizon=3, settings=s, seed=5, reached=reached)
-    assert seen == [(30.0, 3), (80.0, 1)]
-    np.testing.assert_array_equal(both[~reached], planner.plan(obs[~reached], goal[~reached], horizon=3, settings=s, seed=5))
-    np.testing.assert_array_equal(both[reached], planner.plan(obs[reached], goal[reached], horizon=3, settings=s.holding(), seed=5))
-    seen.clear()
-    planner.plan(obs, goal, horizon=3, settings=s, seed=5, reached=np.zeros(3, bool))
-    planner.plan(obs, goal, horizon=3, settings=s.with_overrides(hold_scale=None), seed=5, reached=reached)
-    assert seen == [(30.0, 3), (30.0, 3)]
-
-
-def test_mpc_episodes_pass_which_episodes_have_reached_the_goal(planner, monkeypatch):
-    import dforce.planning.evaluate as ev
-
-    calls, plan, real_reward = [], planner.plan, ev.PointMaze.reward
-    planner.plan = lambda *a, **k: calls.append(k["reached"].copy()) or plan(*a, **k)
-    steps = []
-
-    def reward(self, obs, goal):  # episode 0 is at its goal from the 7th step on
-        steps.append(None)
-        r = real_reward(self, obs, goal) * 0
-        r[0] = 1.0 if len(steps) >= 7 else 0.0
-        return r
-
-    monkeypatch.setattr(ev.PointMaze, "reward", reward)
-    try:
-        r = run_episodes(planner, episodes=2, seed=0, replan_every=5, settings=PlanSettings(method="df").with_overrides(steps=2), episode_len=15)
-    finally:
-        del planner.plan
-    assert r["first_reach"][0] == 7
-    assert [c.tolist() for c in calls] == [[False, False], [False, False], [True, False]]
-
-
 def test_training_goes_through_the_core_with_the_start_token_rule(data, tmp_path):
     from dforce.testing import SpyBackbone
 
@@ -279,6 +224,31 @@ def test_mpc_episodes_metrics_and_plot(planner, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("hold", [True, False])
+def test_an_episode_at_its_goal_is_held_by_pd_control_instead_of_plans(planner, monkeypatch, hold):
+    """Episode 0 reaches its goal at step 7 (a stubbed reward): with ``hold`` the plans at steps 10
+    and 15 leave it out (NaN rows) and its actions from step 7 on are PD control at the goal."""
+    import dforce.planning.evaluate as ev
+
+    sizes, acts, plan = [], [], planner.plan
+    planner.plan = lambda obs, *a, **k: sizes.append(len(obs)) or plan(obs, *a, **k)
+    real_step = ev.PointMaze.step
+    monkeypatch.setattr(ev.PointMaze, "step", lambda self, a: acts.append(a[0].copy()) or real_step(self, a))
+    monkeypatch.setattr(ev.PointMaze, "reward", lambda self, obs, goal: np.where(np.arange(len(obs)) == 0, float(len(acts) >= 7), 0.0))
+    try:
+        r = run_episodes(planner, episodes=2, seed=0, replan_every=5, settings=PlanSettings(method="df").with_overrides(steps=2),
+                         episode_len=20, record=True, hold=hold)
+    finally:
+        del planner.plan
+    assert r["first_reach"][0] == 7 and r["first_reach"][1] == -1 and r["hold"] is hold
+    assert sizes == ([2, 2, 1, 1] if hold else [2, 2, 2, 2])
+    assert [bool(np.isnan(p[0]).all()) for _, p in r["plans"]] == [False, False, hold, hold]
+    assert not any(np.isnan(p[1]).any() for _, p in r["plans"])
+    obs, goal = r["trajectories"][0], r["goals"][0]
+    at_goal = [np.allclose(a, np.clip(12.5 * (goal - o[:2]) - 1.2 * o[2:], -1, 1), atol=1e-6) for a, o in zip(acts, obs)]
+    assert all(at_goal[7:]) if hold else not all(at_goal[7:])
+
+
 def test_full_sequence_plans_once_per_episode_by_default(planner):
     calls = []
     plan = planner.plan
@@ -330,10 +300,10 @@ def test_cli_generate_train_eval(tmp_path, capsys):
     assert main(["train", "--data", d, "--out", ck, *tiny, "--train.max_steps", "2", "--train.batch_size", "2",
                  "--train.progress", "false", "--train.logger", "none"]) == 0
     assert main(["eval", "--checkpoint", ck, "--episodes", "2", "--episode_len", "8", "--replan_every", "4",
-                 "--plan.method", "df", "--plan.sampling.steps", "2", "--setting", "random", "--out", out]) == 0
+                 "--plan.method", "df", "--plan.sampling.steps", "2", "--setting", "random", "--hold", "false", "--out", out]) == 0
     with open(out) as f:
         summary = json.load(f)
-    assert summary["method"] == "df" and summary["episodes"] == 2 and "normalized_score" in summary
+    assert summary["method"] == "df" and summary["episodes"] == 2 and "normalized_score" in summary and summary["hold"] is False
     assert os.path.isfile(os.path.join(ck, "config.json"))
     with pytest.raises(SystemExit):
         main(["train", "--data", d])  # --out is required

@@ -61,6 +61,8 @@ def _parser() -> ArgumentParser:
     e.add_argument("--seeds", type=list[int], default=[0], help="evaluation seeds")
     e.add_argument("--replan_every", type=Optional[int], default=None,
                    help="steps between replanning (default: 50 for DF, once per episode for full_sequence, as Diffuser)")
+    e.add_argument("--hold", type=bool, default=True,
+                   help="once an episode reaches the goal, hold it by PD control at the goal instead of planning (false: plan to the end)")
     e.add_argument("--episode_len", type=Optional[int], default=None, help="steps per episode (default: D4RL's 300/600/800)")
     e.add_class_arguments(PlanSettings, "plan", help="planning settings")
     e.add_argument("--plot", type=Optional[str], default=None, help="PNG of plans and executed trajectories (first seed)")
@@ -179,12 +181,13 @@ def _main(argv: list[str]) -> int:
     results = []
     for i, seed in enumerate(a.seeds):
         r = run_episodes(
-            planner, a.maze, a.episodes, a.setting, seed, a.replan_every, settings, a.episode_len, record=bool(a.plot) and i == 0
+            planner, a.maze, a.episodes, a.setting, seed, a.replan_every, settings, a.episode_len, record=bool(a.plot) and i == 0,
+            hold=a.hold,
         )
         if i == 0 and a.plot:
             plot_episodes(r, a.plot)
         results.append(r)
-    summary = {"checkpoint": a.checkpoint, "setting": a.setting, "method": settings.method, **summarize(results)}
+    summary = {"checkpoint": a.checkpoint, "setting": a.setting, "method": settings.method, "hold": a.hold, **summarize(results)}
     print(json.dumps(summary, indent=2))
     if a.out:
         _write_json(a.out, summary)

@@ -3,8 +3,10 @@
 Every ``replan_every`` steps the planner plans from the current observation to the goal for the
 remaining episode (flexible horizon; the full-sequence baseline plans its fixed horizon, by default
 once per episode as Diffuser's maze2d evaluation does, the controller then holding the goal), and the
-plan is tracked frame by frame (PD control, or the diffused actions). Episodes that have reached the
-goal are planned with ``settings.holding()`` (``PlanSettings.hold_scale``). Episodes run in parallel
+plan is tracked frame by frame (PD control, or the diffused actions). With ``hold`` (the default), an
+episode that has reached the goal is no longer planned: its controller holds the goal (PD control at
+the goal at rest, as Diffuser's controller does once its plan has ended), so the normalized score
+measures how soon a method reaches the goal. Episodes run in parallel
 (one MuJoCo state per episode). Metrics per episode:
 
 - ``episode_reward``: steps within 0.5 of the goal (D4RL sparse reward; 300 / 600 / 800 steps);
@@ -41,10 +43,13 @@ def run_episodes(
     settings: Optional[PlanSettings] = None,
     episode_len: Optional[int] = None,
     record: bool = False,
+    hold: bool = True,
 ) -> dict:
     """Run ``episodes`` MPC episodes at once; returns per-episode arrays and summary metrics.
     ``planner=None``: the straight-to-goal floor (``maze`` required). ``replan_every`` None:
-    :data:`REPLAN_EVERY` steps, or once per episode for ``full_sequence`` (Diffuser's protocol)."""
+    :data:`REPLAN_EVERY` steps, or once per episode for ``full_sequence`` (Diffuser's protocol).
+    ``hold``: after an episode's first arrival, PD control at the goal instead of plans (its rows of
+    the recorded plans are NaN); False: every episode is planned to the end."""
     if planner is None and maze is None:
         raise ValueError("run_episodes without a planner (the straight-to-goal floor) needs maze=")
     maze = maze or planner.cfg.maze
@@ -65,16 +70,21 @@ def run_episodes(
         traj, plans = [obs.copy()], []
         plan, plan_obs, j = None, None, 0
         for t in range(steps):
-            if planner is None:
-                a = pd_control(obs, goal)
-            else:
-                if t % replan_every == 0:
-                    plan = planner.plan(obs, goal, horizon=steps - t, settings=settings, seed=seed * 100_003 + t, reached=first >= 0)
-                    plan_obs = obs.copy()
+            held = (first >= 0) & hold
+            if planner is not None and t % replan_every == 0:
+                plan, plan_obs, j = None, obs.copy(), 0
+                if not held.all():
+                    rows = ~held
+                    p = planner.plan(obs[rows], goal[rows], horizon=steps - t, settings=settings, seed=seed * 100_003 + t)
+                    plan = np.full((episodes,) + p.shape[1:], np.nan, p.dtype)
+                    plan[rows] = p
                     if record:
                         plans.append((t, plan.copy()))
-                    j = 0
+            if planner is None or plan is None:
+                a = pd_control(obs, goal)
+            else:
                 a = planner.control(obs, planner.target(plan, plan_obs, j + 1))
+                a[held] = pd_control(obs[held], goal[held])
                 j += 1
             obs = env.step(a)
             r = env.reward(obs, goal)
@@ -85,7 +95,7 @@ def run_episodes(
     success = first >= 0
     out = {
         "maze": maze, "setting": setting, "method": settings.method if settings else "straight_to_goal", "episodes": episodes, "seed": seed,
-        "episode_len": steps, "replan_every": replan_every, "settings": asdict(settings) if settings else None,
+        "episode_len": steps, "replan_every": replan_every, "hold": hold, "settings": asdict(settings) if settings else None,
         "episode_reward": rewards, "normalized_score": normalized_score(maze, rewards), "first_reach": first,
         "success": success, "seconds": time.time() - t0,
     }

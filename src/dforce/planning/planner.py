@@ -207,12 +207,6 @@ class PlanSettings:
             default 2 is the reference planner's ``tanh(d / 2)``: the pull of a frame far from the goal
             is bounded, so a scale strong enough to hold the agent at the goal does not drag far
             frames through walls (ablation in ``docs/planning.md``).
-        hold_scale: once an episode has reached the goal (``plan(..., reached=)``), its plans use one
-            sample (``df``) at this scale: at the goal no uncertain future is left to average over,
-            and one sample pulls the plan to the goal about twice as hard as MCG's draws at the same
-            scale (``benchmarks/results/planning_mcg_*.md``). None = the same settings throughout;
-            ``full_sequence`` ignores it (its controller holds the goal). The default 80 is the best
-            of 50 / 80 / 120 on medium's validation seed (``docs/planning.md``, "Holding the goal").
         fs_horizon: plan length in steps of ``full_sequence`` (goal at its end); None = Diffuser's
             per-maze horizon (umaze 120, medium 250, large 380 steps, rounded to tokens).
         precision: ``fp32`` or ``bf16`` network calls.
@@ -224,7 +218,6 @@ class PlanSettings:
     mc_samples: int = 4
     mc_gradient: str = "through"
     squash: Optional[float] = 2.0
-    hold_scale: Optional[float] = 80.0
     fs_horizon: Optional[int] = None
     precision: str = "fp32"
 
@@ -242,17 +235,9 @@ class PlanSettings:
             raise ValueError(f"mc_gradient must be one of {list(MC_GRADIENTS)}, got {self.mc_gradient!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
-        if self.hold_scale is not None and self.hold_scale < 0:
-            raise ValueError(f"hold_scale must be >= 0 (or None to plan the same way after reaching the goal), got {self.hold_scale}")
         if self.fs_horizon is not None and self.fs_horizon < 1:
             raise ValueError(f"fs_horizon must be >= 1 step (or None for Diffuser's), got {self.fs_horizon}")
         return self
-
-    def holding(self) -> "PlanSettings":
-        """The settings of plans made after the goal was reached (``hold_scale``)."""
-        if self.hold_scale is None or self.method == "full_sequence":
-            return self
-        return replace(self, method="df", mc_samples=1, guidance_scale=self.hold_scale)
 
     def with_overrides(self, **overrides: Any) -> "PlanSettings":
         """A copy with ``overrides``: fields of this class or of :class:`SamplingConfig` (e.g. ``steps=10``)."""
@@ -363,7 +348,6 @@ class Planner:
         horizon: Optional[int] = None,
         settings: Optional[PlanSettings] = None,
         seed: Optional[int] = None,
-        reached: Any = None,
         **overrides: Any,
     ) -> np.ndarray:
         """Plan from ``observation`` [B, 4] (x, y, vx, vy) to ``goal`` [B, 2].
@@ -374,26 +358,11 @@ class Planner:
             settings / overrides: :class:`PlanSettings` or :class:`SamplingConfig` fields, e.g.
                 ``method="df"``, ``guidance_scale=5``, ``steps=10``.
             seed: makes the plan reproducible (the same numbers on the same device).
-            reached: [B] bool, the episodes that have already reached their goal: planned with
-                ``settings.holding()`` (one sample at ``hold_scale``), the others with ``settings``.
         Returns: planned frames after the observation [B, H, D] in world units, one every
             ``frame_skip`` steps (frame ``i`` is the state ``(i + 1) frame_skip`` steps ahead);
             H is a multiple of ``frame_stack``.
         """
         s = (settings or PlanSettings()).with_overrides(**overrides)
-        held = None if reached is None else np.asarray(reached, bool).reshape(-1)
-        if held is None or not held.any() or s.holding() == s:
-            return self._plan(observation, goal, horizon, s, seed)
-        observation, goal = np.asarray(observation).reshape(len(held), 4), np.asarray(goal).reshape(len(held), 2)
-        parts = [(rows, self._plan(observation[rows], goal[rows], horizon, ss, seed))
-                 for rows, ss in ((~held, s), (held, s.holding())) if rows.any()]
-        out = np.empty((len(held),) + parts[0][1].shape[1:], parts[0][1].dtype)
-        for rows, p in parts:
-            out[rows] = p
-        return out
-
-    def _plan(self, observation: Any, goal: Any, horizon: Optional[int], s: PlanSettings, seed: Optional[int]) -> np.ndarray:
-        """:meth:`plan` of one group of episodes with settings ``s``."""
         obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device).reshape(-1, 4)
         goal = torch.as_tensor(np.asarray(goal, np.float32), device=self.device).reshape(-1, 2)
         if goal.shape[0] != obs.shape[0]:
