@@ -11,7 +11,7 @@ run, not independent runs). After each stage, from the same single-goal starts:
   data's own;
 - **episodes**: the benchmark's MPC evaluation (:func:`dforce.planning.evaluate.run_episodes`) at
   each scale, for ``df`` (one sample) and ``df_mcg``, with the straight-to-goal floor from the
-  same starts.
+  same starts; every episode is planned to its end (``hold=False``, the protocol of these results).
 
 The reward is the plain goal distance unless ``--squash`` says otherwise (the planner's default is 2).
 
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
                  "plans": {f"{s:g}": plan_checks(planner, a.maze, a.plans, s, 5, squash) for s in (0.0, *a.scales)}, "episodes": {}}
         for method in ("df", "df_mcg"):
             for s in a.scales:
-                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s, squash=squash))]])
+                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s, squash=squash),
+                                          hold=False)]])
                 point["episodes"][f"{method}@{s:g}"] = {"success_rate": r["success_rate"]["mean"], "normalized_score": r["normalized_score"]["mean"],
                                                         "sem": r["normalized_score"]["sem"], "episodes": r["episodes"],
                                                         "seconds": round(r["seconds"], 1)}

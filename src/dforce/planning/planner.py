@@ -196,9 +196,9 @@ class PlanSettings:
             scheduling by the full-sequence matrix, and its known tokens follow the plan's level
             (``uncertainty_scale``, ``stabilization_level`` and ``context_level`` then play no part).
             The plan is one window: ``chunk_size`` and ``history_len`` must stay unset.
-        guidance_scale: goal-guidance scale (0 = none). The default 50 is DF + MCG's pick on a
-            validation seed on umaze and medium, at 700-800 and at 20000 training steps (30 on
-            large at 600, 80 at 20000); ``df`` alone picks 30 (``benchmarks/results/planning_scales_*.md``).
+        guidance_scale: goal-guidance scale (0 = none). The default 50 is the middle of DF + MCG's
+            picks on a validation seed: 30 / 50 / 80 on umaze / medium / large at 600-800
+            training steps, 20 / 50 on medium / large at 20000 (``benchmarks/results/planning_scales_*.md``).
         mc_samples: futures averaged per step for ``df_mcg``.
         mc_gradient: how the futures' reward gradient reaches the tokens being denoised:
             ``through`` their second network call (the reference code's) or ``direct``
