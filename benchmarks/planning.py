@@ -50,7 +50,7 @@ BUDGETS = {
     "full": {m: (MAZES[m].dataset_steps, 20_000, 32) for m in MAZES},
 }
 METHODS = ("df_mcg", "df", "full_sequence")
-# training steps of the normalized-score-vs-training curve (df_mcg, one training and evaluation seed)
+# training steps of the normalized-score-vs-training curve (df_mcg, training seed 0, its starts of every evaluation seed)
 CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [3000, 10_000, 20_000], "full": [2000, 5000, 20_000]}
 
 
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--random-setting", action="store_true", default=True, help="also evaluate random starts and goals (1 seed)")
     p.add_argument("--no-random-setting", dest="random_setting", action="store_false")
     p.add_argument("--curve", type=int, nargs="*", default=None,
-                   help="training steps for the curve (df_mcg, training seed 0, evaluation seed 0); default: the budget's CURVES; "
+                   help="training steps for the curve (df_mcg, training seed 0, its starts of every evaluation seed); default: the budget's CURVES; "
                         "give no value to skip it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="datasets and checkpoints")
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
         },
         "published_normalized": PUBLISHED,
         "reused_checkpoints": bool(args.reuse_checkpoints),
-        "mazes": {}, "floor": {}, "comparisons": {}, "random_setting": {}, "details": {}, "curve": {},
+        "mazes": {}, "floor": {}, "comparisons": {}, "random_setting": {}, "details": {}, "curve": {}, "curve_floor": {},
     }
     from common import provenance
 
@@ -275,15 +275,19 @@ def main(argv=None) -> int:
         detail["train"] = asdict(planner_train_config(max_steps=train_steps, lr=1e-3, logger="none", progress=False))
         results["details"][maze] = detail
         if curve:
-            points = []
-            for steps in curve:
-                planner, secs = train_or_load(maze, "independent", data, steps, args.train_seeds[0], args)
-                r = summarize([run_episodes(planner, maze, episodes, "single_goal", args.eval_seeds[0], args.replan_every,
-                                            settings_for("df_mcg", maze, args), hold=args.hold)])
+            points, t0_seed = [], args.train_seeds[0]
+            for steps in curve:  # the starts of training seed 0's single-goal table, every evaluation seed
+                planner, secs = train_or_load(maze, "independent", data, steps, t0_seed, args)
+                r = summarize([run_episodes(planner, maze, episodes, "single_goal", 1000 * t0_seed + s, args.replan_every,
+                                            settings_for("df_mcg", maze, args), hold=args.hold) for s in args.eval_seeds])
                 points.append({"train_steps": steps, "train_seconds": round(secs, 1), "success_rate": r["success_rate"],
-                               "normalized_score": r["normalized_score"]["mean"], "episodes": r["episodes"]})
+                               "normalized_score": r["normalized_score"]["mean"], "sem": r["normalized_score"]["std"] / max(r["episodes"] - 1, 1) ** 0.5,
+                               "episodes": r["episodes"]})
                 print(f"[{maze}] curve {steps} steps: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
             results["curve"][maze] = points
+            fl = summarize(floor_runs[0])
+            results["curve_floor"][maze] = {"success_rate": fl["success_rate"], "normalized_score": fl["normalized_score"]["mean"],
+                                            "episodes": fl["episodes"]}
         results["seconds_total"] = round(time.time() - t_all, 1)
         write(results, args.out_dir, args.name)
     results["seconds_total"] = round(time.time() - t_all, 1)
@@ -299,7 +303,8 @@ def _fmt(m: dict) -> str:
     return f"{100 * sr['mean']:.0f}% ± {100 * sr['std']:.0f} | {score} | {steps} | {m['episodes']}"
 
 
-def plot_curve(curve: dict, path: str) -> None:
+def plot_curve(curve: dict, path: str, floor: dict | None = None) -> None:
+    """Score and success of DF + MCG against training steps per maze; dotted: the floor on the same starts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,14 +314,17 @@ def plot_curve(curve: dict, path: str) -> None:
     for maze, pts in curve.items():
         x = [p["train_steps"] for p in pts]
         axes[0].plot(x, [p["normalized_score"] for p in pts], "o-", label=maze)
-        axes[1].plot(x, [100 * p["success_rate"] for p in pts], "o-", label=maze)
+        line = axes[1].plot(x, [100 * p["success_rate"] for p in pts], "o-", label=maze)[0]
+        if floor and maze in floor:
+            axes[0].axhline(floor[maze]["normalized_score"], color=line.get_color(), ls=":", lw=1)
+            axes[1].axhline(100 * floor[maze]["success_rate"], color=line.get_color(), ls=":", lw=1)
     for ax, name in zip(axes, ("normalized score", "success %")):
         ax.set_xscale("log")
         ax.set_xlabel("training steps")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle("DF + MCG against training steps (training seed 0, evaluation seed 0)")
+    fig.suptitle("DF + MCG against training steps (training seed 0; dotted: straight to the goal, same starts)")
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=100)
     plt.close(fig)
@@ -408,13 +416,19 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         fs = mz["umaze"]["full_sequence"]["normalized_score"]["mean"]
         lines.append(f"- Full-sequence baseline >= 100 normalized on umaze: {fs:.1f} ({'met' if fs >= 100 else 'NOT met'}).")
     if results.get("curve"):
-        plot_curve(results["curve"], os.path.join(out_dir, f"{name}_curve.png"))
-        lines += ["", f"Curve (`{name}_curve.png`): DF + MCG against training steps (training seed 0, evaluation seed 0):", "",
+        floor = results.get("curve_floor", {})
+        plot_curve(results["curve"], os.path.join(out_dir, f"{name}_curve.png"), floor)
+        lines += ["", f"Curve (`{name}_curve.png`): DF + MCG against training steps (training seed 0, its single-goal starts of every "
+                  "evaluation seed; the floor: straight to the goal from the same starts):", "",
                   "| maze | training steps | train s | success | normalized score | episodes |", "|---|---|---|---|---|---|"]
         for maze, pts in results["curve"].items():
             for p_ in pts:
+                sem = f" ± {p_['sem']:.1f}" if "sem" in p_ else ""
                 lines.append(f"| {maze} | {p_['train_steps']} | {p_['train_seconds']} | {100 * p_['success_rate']:.0f}% | "
-                             f"{p_['normalized_score']:.1f} | {p_['episodes']} |")
+                             f"{p_['normalized_score']:.1f}{sem} | {p_['episodes']} |")
+            if maze in floor:
+                lines.append(f"| {maze} | *straight to goal* | - | {100 * floor[maze]['success_rate']:.0f}% | "
+                             f"{floor[maze]['normalized_score']:.1f} | {floor[maze]['episodes']} |")
     lines += ["", "Budgets (per maze; both models get the same training steps; train s = mean over training seeds; data s = 0 when loaded):", "",
               "| maze | dataset steps | train steps | episodes per evaluation seed | data s | train DF s | train FS s |", "|---|---|---|---|---|---|---|"]
     for maze, d in results["details"].items():
