@@ -278,12 +278,11 @@ def main(argv=None) -> int:
             points, t0_seed = [], args.train_seeds[0]
             for steps in curve:  # the starts of training seed 0's single-goal table, every evaluation seed
                 planner, secs = train_or_load(maze, "independent", data, steps, t0_seed, args)
-                r = summarize([run_episodes(planner, maze, episodes, "single_goal", 1000 * t0_seed + s, args.replan_every,
-                                            settings_for("df_mcg", maze, args), hold=args.hold) for s in args.eval_seeds])
-                points.append({"train_steps": steps, "train_seconds": round(secs, 1), "success_rate": r["success_rate"],
-                               "normalized_score": r["normalized_score"]["mean"], "sem": r["normalized_score"]["std"] / max(r["episodes"] - 1, 1) ** 0.5,
-                               "episodes": r["episodes"]})
-                print(f"[{maze}] curve {steps} steps: success {r['success_rate']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
+                r = pooled([[run_episodes(planner, maze, episodes, "single_goal", 1000 * t0_seed + s, args.replan_every,
+                                          settings_for("df_mcg", maze, args), hold=args.hold) for s in args.eval_seeds]])
+                points.append({"train_steps": steps, "train_seconds": round(secs, 1), "success_rate": r["success_rate"]["mean"],
+                               "normalized_score": r["normalized_score"]["mean"], "sem": r["normalized_score"]["sem"], "episodes": r["episodes"]})
+                print(f"[{maze}] curve {steps} steps: success {r['success_rate']['mean']:.2f} score {r['normalized_score']['mean']:.1f}", flush=True)
             results["curve"][maze] = points
             fl = summarize(floor_runs[0])
             results["curve_floor"][maze] = {"success_rate": fl["success_rate"], "normalized_score": fl["normalized_score"]["mean"],

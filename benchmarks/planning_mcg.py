@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                    help="hold the goal by PD control once reached (run_episodes(hold=True)); default: plan to the end, which is what this "
                    "study of holding measures; writes planning_mcg_BUDGET_hold")
     p.add_argument("--episodes", type=int, default=48, help="episodes per maze and cell")
-    p.add_argument("--name", default=None, help="results file name (default planning_mcg_BUDGET, + _direct with --mc-gradient direct)")
+    p.add_argument("--name", default=None, help="results file name (default planning_mcg_BUDGET, + _direct with --mc-gradient direct, + _hold with --hold)")
     p.add_argument("--replan-every", type=int, default=REPLAN_EVERY)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dforce-planning"), help="planning.py's datasets and checkpoints")
