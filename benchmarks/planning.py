@@ -73,16 +73,17 @@ def scales_name(budget: str, replan_every: int = REPLAN_EVERY, squash: str | Non
             + ("" if squash is None else f"_squash{squash.lower()}") + ("" if hold else "_nohold"))
 
 
-def tuned_scales(budget: str, replan_every: int = REPLAN_EVERY, hold: bool = True) -> dict:
-    """Guidance scales per maze and method picked on a validation seed by ``planning_scales.py``
-    at the same replanning interval and hold rule."""
+def tuned_scales(budget: str, replan_every: int = REPLAN_EVERY, hold: bool = True) -> tuple[dict, dict]:
+    """Guidance scales and tracking paces per maze and method, ``{maze: {method: value}}``, picked on
+    a validation seed by ``planning_scales.py`` at the same replanning interval and hold rule."""
     name = scales_name(budget, replan_every, hold=hold)
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{name}.json")
     if not os.path.exists(path):
         raise SystemExit(f"--tuned needs {path}; run benchmarks/planning_scales.py --budget {budget} --replan-every {replan_every}"
                          + ("" if hold else " --no-hold") + " first")
     with open(path) as f:
-        return json.load(f)["picks"]
+        r = json.load(f)
+    return r["picks"], r["pace_picks"]
 
 
 def pooled(runs_by_seed: list[list[dict]]) -> dict:
@@ -149,7 +150,8 @@ def train_or_load(maze: str, kind: str, data: dict, train_steps: int, seed: int,
 
 def settings_for(method: str, maze: str, args) -> PlanSettings:
     scale = args.tuned.get(maze, {}).get(method, args.guidance_scale) if args.tuned else args.guidance_scale
-    return PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples).with_overrides(steps=args.sampling_steps)
+    pace = args.paces.get(maze, {}).get(method, args.pace) if getattr(args, "paces", None) else getattr(args, "pace", PlanSettings.pace)
+    return PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples, pace=pace).with_overrides(steps=args.sampling_steps)
 
 
 def main(argv=None) -> int:
@@ -165,8 +167,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-hold", dest="hold", action="store_false",
                    help="plan every episode to its end (default: once at the goal, PD control holds it: run_episodes(hold=True))")
     p.add_argument("--guidance-scale", type=float, default=10.0, help="goal-guidance scale of df and df_mcg")
+    p.add_argument("--pace", type=float, default=PlanSettings.pace, help="tracking pace of every method (PlanSettings.pace)")
     p.add_argument("--tuned", action="store_true",
-                   help="use the scales planning_scales.py picked on a validation seed at the same --replan-every "
+                   help="use the scales and paces planning_scales.py picked on a validation seed at the same --replan-every "
                         "(results/planning_scales_BUDGET.json, or planning_scales_BUDGET_replanN.json)")
     p.add_argument("--reuse-checkpoints", action="store_true", help="load models from --work-dir when present")
     p.add_argument("--mc-samples", type=int, default=4)
@@ -182,7 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="planning", help="result files NAME.json / NAME.md")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = p.parse_args(argv)
-    args.tuned = tuned_scales(args.budget, args.replan_every, args.hold) if args.tuned else None
+    args.tuned, args.paces = tuned_scales(args.budget, args.replan_every, args.hold) if args.tuned else (None, None)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     os.makedirs(args.work_dir, exist_ok=True)
@@ -206,8 +209,9 @@ def main(argv=None) -> int:
             "eval_seeds": args.eval_seeds,
             "train_seeds": args.train_seeds,
             "guidance_scales": args.tuned or args.guidance_scale,
-            "guidance_scale_note": f"picked per maze and method on a validation seed: planning_scales_{args.budget}.json" if args.tuned
-            else "one scale for df and df_mcg",
+            "paces": args.paces or args.pace,
+            "guidance_scale_note": f"picked per maze and method on a validation seed: {scales_name(args.budget, args.replan_every, hold=args.hold)}.json"
+            if args.tuned else "one scale for df and df_mcg, one pace for every method",
             "pooling": "success_rate.std is over training seeds; normalized_score.std over all episodes, sem = std / sqrt(episodes - 1)",
         },
         "published_normalized": PUBLISHED,
@@ -349,7 +353,8 @@ def write(results: dict, out_dir: str, name: str = "planning") -> None:
         "",
         f"Data: {results['data_note']}. Published numbers use D4RL's own datasets and far larger training budgets.",
         "",
-        f"Guidance scales: {json.dumps(pr.get('guidance_scales', 10.0))} ({pr.get('guidance_scale_note', '')}). "
+        f"Guidance scales: {json.dumps(pr.get('guidance_scales', 10.0))}; tracking paces (`PlanSettings.pace`): "
+        f"{json.dumps(pr.get('paces', 1.0))} ({pr.get('guidance_scale_note', '')}). "
         + ("Every planner's episode is held at the goal once reached (PD control at the goal, no more plans: `run_episodes(hold=True)`)."
            if pr.get("hold") else "Episodes are planned to the end (`--no-hold`)."),
         "",

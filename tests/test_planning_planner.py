@@ -1,5 +1,6 @@
 """The planner: training windows, flexible-horizon plans, checkpoints, MPC evaluation, plots, CLI."""
 
+import dataclasses
 import json
 import os
 
@@ -207,6 +208,28 @@ def test_tracking_target_interpolates_and_pd_control(planner):
     a = planner.control(np.array([[0.0, 0.0, 0.25, 0.0]]), np.array([[0.02, -0.01, 0.5, 0.0]]))
     np.testing.assert_allclose(a, [[12.5 * 0.02 + 1.2 * 0.25, -0.125]])
     assert np.abs(planner.control(obs, np.array([[5.0, -5.0, 0.0, 0.0]]))).max() == 1.0
+
+
+def test_pace_tracks_the_plan_further_ahead_at_a_scaled_velocity(planner, monkeypatch):
+    obs = np.array([[0.0, 0.0, 0.0, 0.0]])
+    plan = np.array([[[1.0, 0.0, 2.0, 0.0], [2.0, 0.0, 2.0, 0.0], [3.0, 0.0, 1.0, 0.0]]])
+    np.testing.assert_allclose(planner.target(plan, obs, 1, pace=2.0), [[1.0, 0.0, 4.0, 0.0]])  # frame_skip 2: one frame
+    np.testing.assert_allclose(planner.target(plan, obs, 3, pace=1.5), [[2.25, 0.0, 2.625, 0.0]])  # 4.5 steps: frame 1.25
+    np.testing.assert_allclose(planner.target(plan, obs, 99, pace=2.0), [[3.0, 0.0, 2.0, 0.0]])  # past the end: the last frame
+    np.testing.assert_allclose(plan[0, -1], [3.0, 0.0, 1.0, 0.0])  # the plan is not modified
+    monkeypatch.setattr(planner, "cfg", dataclasses.replace(planner.cfg, state="pos_vel_act"))
+    with pytest.raises(ValueError, match="pace 2.0 applies to PD tracking.*use pace=1"):
+        planner.target(plan, obs, 1, pace=2.0)
+
+
+def test_run_episodes_tracks_at_the_settings_pace_and_pace_is_checked(planner, monkeypatch):
+    seen = []
+    target = planner.target
+    monkeypatch.setattr(planner, "target", lambda plan, plan_obs, j, pace: seen.append((j, pace)) or target(plan, plan_obs, j, pace))
+    run_episodes(planner, episodes=1, replan_every=3, settings=PlanSettings(method="df", pace=1.5).with_overrides(steps=2), episode_len=5)
+    assert seen == [(1, 1.5), (2, 1.5), (3, 1.5), (1, 1.5), (2, 1.5)]
+    with pytest.raises(ValueError, match="pace must be > 0"):
+        PlanSettings(pace=0.0).check()
 
 
 def test_mpc_episodes_metrics_and_plot(planner, tmp_path):

@@ -83,7 +83,7 @@ def run_episodes(
             if planner is None or plan is None:
                 a = pd_control(obs, goal)
             else:
-                a = planner.control(obs, planner.target(plan, plan_obs, j + 1))
+                a = planner.control(obs, planner.target(plan, plan_obs, j + 1, settings.pace))
                 a[held] = pd_control(obs[held], goal[held])
                 j += 1
             obs = env.step(a)

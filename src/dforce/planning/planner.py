@@ -185,7 +185,7 @@ def _plan_sampling() -> SamplingConfig:
 
 @dataclass
 class PlanSettings:
-    """How to plan: the core's sampling options plus the planner's own.
+    """How to plan and follow the plan: the core's sampling options plus the planner's own.
 
     Attributes:
         method: ``df_mcg`` (``model.sample`` + goal guidance + Monte Carlo guidance), ``df`` (goal
@@ -210,6 +210,11 @@ class PlanSettings:
         fs_horizon: plan length in steps of ``full_sequence`` (goal at its end); None = Diffuser's
             per-maze horizon (umaze 120, medium 250, large 380 steps, rounded to tokens).
         precision: ``fp32`` or ``bf16`` network calls.
+        pace: how fast the controller follows the plan, as a multiple of its planned speed: at step
+            ``j`` after planning PD control tracks the plan's state ``pace * j`` steps ahead, with
+            its velocity times ``pace`` (1 = Diffuser's tracking; :meth:`Planner.target`). A plan
+            keeps the data's speed (about 3.2 m/s on the D4RL mazes, the limit is 5), so a planner
+            that has learned the walls reaches the goal sooner at pace 2 (``docs/planning.md``).
     """
 
     method: str = "df_mcg"
@@ -220,6 +225,7 @@ class PlanSettings:
     squash: Optional[float] = 2.0
     fs_horizon: Optional[int] = None
     precision: str = "fp32"
+    pace: float = 1.0
 
     def check(self) -> "PlanSettings":
         """Validate; raises ``ValueError`` naming the option."""
@@ -235,6 +241,8 @@ class PlanSettings:
             raise ValueError(f"mc_gradient must be one of {list(MC_GRADIENTS)}, got {self.mc_gradient!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if not self.pace > 0:
+            raise ValueError(f"pace must be > 0 (1 follows the plan at its planned speed), got {self.pace}")
         if self.fs_horizon is not None and self.fs_horizon < 1:
             raise ValueError(f"fs_horizon must be >= 1 step (or None for Diffuser's), got {self.fs_horizon}")
         return self
@@ -421,20 +429,23 @@ class Planner:
         )
         return out[:, 1 : h + 1].reshape(b, h * fs, d)
 
-    def target(self, plan: np.ndarray, plan_obs: np.ndarray, steps_ahead: int) -> np.ndarray:
-        """The plan's state ``steps_ahead`` steps after it was made [B, D], linearly interpolated.
+    def target(self, plan: np.ndarray, plan_obs: np.ndarray, steps_ahead: int, pace: float = 1.0) -> np.ndarray:
+        """The plan's state ``pace * steps_ahead`` steps after it was made [B, D], linearly
+        interpolated, its velocity times ``pace`` (:attr:`PlanSettings.pace`).
 
         ``plan`` [B, H, D] from :meth:`plan`, ``plan_obs`` [B, 4] the observation it started from.
         """
+        if pace != 1 and self.cfg.state == "pos_vel_act":
+            raise ValueError(f"pace {pace} applies to PD tracking; a pos_vel_act planner executes its diffused actions: use pace=1")
         k = self.cfg.frame_skip
-        pos = min(steps_ahead / k, plan.shape[1])  # 0 = the start, i = plan frame i - 1
+        pos = min(pace * steps_ahead / k, plan.shape[1])  # 0 = the start, i = plan frame i - 1
         i = int(math.floor(pos))
         frac = pos - i
         start = self.start_features(torch.as_tensor(np.asarray(plan_obs, np.float32))).cpu().numpy()
         seq = np.concatenate([start[:, None], plan], 1)
-        if i >= seq.shape[1] - 1:
-            return seq[:, -1]
-        return (1 - frac) * seq[:, i] + frac * seq[:, i + 1]
+        out = seq[:, -1].copy() if i >= seq.shape[1] - 1 else (1 - frac) * seq[:, i] + frac * seq[:, i + 1]
+        out[:, 2:4] *= pace  # pos_vel: the planned velocity; pos: no velocity columns
+        return out
 
     def control(self, obs: np.ndarray, target: np.ndarray, kp: float = 12.5, kd: float = 1.2) -> np.ndarray:
         """Action [B, 2] to follow plan frame ``target`` [B, D] from ``obs`` [B, 4].
