@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--hold", action="store_true",
                    help="hold the goal by PD control once reached (run_episodes(hold=True)); default: plan to the end, which is what this "
                    "study of holding measures; writes planning_mcg_BUDGET_hold")
+    p.add_argument("--pace", type=float, default=1.0, help="tracking pace (PlanSettings.pace); the studies in docs/planning.md use "
+                   "Diffuser's tracking, 1, as they were made before the pace existed")
     p.add_argument("--episodes", type=int, default=48, help="episodes per maze and cell")
     p.add_argument("--name", default=None, help="results file name (default planning_mcg_BUDGET, + _direct with --mc-gradient direct, + _hold with --hold)")
     p.add_argument("--replan-every", type=int, default=REPLAN_EVERY)
@@ -158,7 +160,7 @@ def main(argv=None) -> int:
         for scale in sorted(set(a.scales) | set(a.df_scales)):
             base = None
             for mc in a.mc_samples if scale in a.scales else [1]:
-                ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc, mc_gradient=a.mc_gradient)
+                ps = PlanSettings(method="df" if mc == 1 else "df_mcg", guidance_scale=scale, mc_samples=mc, mc_gradient=a.mc_gradient, pace=a.pace)
                 ps = ps.with_overrides(steps=16)
                 run = run_episodes(planner, maze, a.episodes, "single_goal", VALIDATION_SEED, a.replan_every, ps, record=True, hold=a.hold)
                 m = summarize([run])

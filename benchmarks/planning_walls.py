@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                  "plans": {f"{s:g}": plan_checks(planner, a.maze, a.plans, s, 5, squash) for s in (0.0, *a.scales)}, "episodes": {}}
         for method in ("df", "df_mcg"):
             for s in a.scales:
-                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s, squash=squash),
+                r = pooled([[run_episodes(planner, a.maze, a.episodes, "single_goal", 1, None, PlanSettings(method=method, guidance_scale=s, squash=squash, pace=1.0),
                                           hold=False)]])
                 point["episodes"][f"{method}@{s:g}"] = {"success_rate": r["success_rate"]["mean"], "normalized_score": r["normalized_score"]["mean"],
                                                         "sem": r["normalized_score"]["sem"], "episodes": r["episodes"],

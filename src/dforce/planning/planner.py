@@ -213,8 +213,10 @@ class PlanSettings:
         pace: how fast the controller follows the plan, as a multiple of its planned speed: at step
             ``j`` after planning PD control tracks the plan's state ``pace * j`` steps ahead, with
             its velocity times ``pace`` (1 = Diffuser's tracking; :meth:`Planner.target`). A plan
-            keeps the data's speed (about 3.2 m/s on the D4RL mazes, the limit is 5), so a planner
-            that has learned the walls reaches the goal sooner at pace 2 (``docs/planning.md``).
+            keeps the data's speed (about 3.2 m/s on the D4RL mazes, the limit is 5). The default 2
+            is the most common of the validation picks over 1 / 1.5 / 2 (8 of 13 maze, budget and
+            method cells, ``benchmarks/results/planning_scales_*.md``): the agent reaches the goal
+            sooner along the same plans (``docs/planning.md``, "Tracking pace").
     """
 
     method: str = "df_mcg"
@@ -225,7 +227,7 @@ class PlanSettings:
     squash: Optional[float] = 2.0
     fs_horizon: Optional[int] = None
     precision: str = "fp32"
-    pace: float = 1.0
+    pace: float = 2.0
 
     def check(self) -> "PlanSettings":
         """Validate; raises ``ValueError`` naming the option."""
