@@ -196,9 +196,10 @@ class PlanSettings:
             scheduling by the full-sequence matrix, and its known tokens follow the plan's level
             (``uncertainty_scale``, ``stabilization_level`` and ``context_level`` then play no part).
             The plan is one window: ``chunk_size`` and ``history_len`` must stay unset.
-        guidance_scale: goal-guidance scale (0 = none). The default 50 is the middle of DF + MCG's
-            picks on a validation seed: 30 / 50 / 80 on umaze / medium / large at 600-800
-            training steps, 20 / 50 on medium / large at 20000 (``benchmarks/results/planning_scales_*.md``).
+        guidance_scale: goal-guidance scale (0 = none). The default 30 is the median of DF + MCG's
+            picks on a validation seed (with the pace): 30 / 10 / 80 on umaze / medium / large at
+            600-800 training steps, 20 / 30 on medium / large at 20000
+            (``benchmarks/results/planning_scales_*.md``).
         mc_samples: futures averaged per step for ``df_mcg``.
         mc_gradient: how the futures' reward gradient reaches the tokens being denoised:
             ``through`` their second network call (the reference code's) or ``direct``
@@ -214,14 +215,14 @@ class PlanSettings:
             ``j`` after planning PD control tracks the plan's state ``pace * j`` steps ahead, with
             its velocity times ``pace`` (1 = Diffuser's tracking; :meth:`Planner.target`). A plan
             keeps the data's speed (about 3.2 m/s on the D4RL mazes, the limit is 5). The default 2
-            is the most common of the validation picks over 1 / 1.5 / 2 (8 of 13 maze, budget and
+            is the most common of the validation picks over 1 / 1.5 / 2 (8 of 15 maze, budget and
             method cells, ``benchmarks/results/planning_scales_*.md``): the agent reaches the goal
             sooner along the same plans (``docs/planning.md``, "Tracking pace").
     """
 
     method: str = "df_mcg"
     sampling: SamplingConfig = field(default_factory=_plan_sampling)
-    guidance_scale: float = 50.0
+    guidance_scale: float = 30.0
     mc_samples: int = 4
     mc_gradient: str = "through"
     squash: Optional[float] = 2.0
