@@ -13,6 +13,7 @@ goal, normalized with D4RL's reference scores):
 Writes ``benchmarks/results/planning.json``, ``planning.md`` and one PNG per maze.
 
     python benchmarks/planning.py --tuned           # the CPU budget: 3 training seeds, 108 episodes per maze, the curve
+    python benchmarks/planning.py --budget hour --mazes medium large --methods df_mcg df --tuned --threads 2   # 10k steps, DF only (about an hour on 2 cores)
     python benchmarks/planning.py --budget long --tuned   # 20k training steps (5 core-hours); scales: planning_scales.py --budget long
     python benchmarks/planning.py --budget full     # D4RL-sized data and longer training (hours on CPU)
     python benchmarks/planning.py --mazes umaze --budget tiny   # smoke run
@@ -46,12 +47,13 @@ PUBLISHED = {  # D4RL-normalized scores, single task (Diffusion Forcing paper, T
 BUDGETS = {
     "tiny": {"umaze": (3000, 20, 2), "medium": (3000, 20, 2), "large": (3000, 20, 2)},
     "cpu": {"umaze": (60_000, 800, 12), "medium": (100_000, 700, 12), "large": (150_000, 600, 12)},
+    "hour": {"umaze": (60_000, 800, 12), "medium": (200_000, 10_000, 12), "large": (200_000, 10_000, 12)},
     "long": {"umaze": (100_000, 5000, 12), "medium": (200_000, 20_000, 12), "large": (200_000, 20_000, 12)},
     "full": {m: (MAZES[m].dataset_steps, 20_000, 32) for m in MAZES},
 }
 METHODS = ("df_mcg", "df", "full_sequence")
 # training steps of the normalized-score-vs-training curve (df_mcg, training seed 0, its starts of every evaluation seed)
-CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "long": [3000, 10_000, 20_000], "full": [2000, 5000, 20_000]}
+CURVES = {"tiny": [10, 20], "cpu": [100, 200, 400, 800, 1600], "hour": [3000, 10_000], "long": [3000, 10_000, 20_000], "full": [2000, 5000, 20_000]}
 
 
 def squash_arg(text: str) -> float | None:
