@@ -68,8 +68,8 @@ def holding(run: dict) -> dict:
 def walls(run: dict, frame_skip: int) -> dict:
     """Wall checks of the plans made on the way (before the episode's first arrival): share of planned
     frames in free cells, share of plans whose path never enters a wall cell, and the same for the
-    part of each plan that is tracked before the next plan (``replan_every`` steps)."""
-    first, ahead = run["first_reach"], math.ceil(run["replan_every"] / frame_skip)
+    part of each plan that is tracked before the next plan (``replan_every`` steps at the settings' pace)."""
+    first, ahead = run["first_reach"], math.ceil(run["settings"]["pace"] * run["replan_every"] / frame_skip)
     free, clear, clear_tracked = [], [], []
     with PointMaze(run["maze"]) as env:
         for t, plan in run["plans"]:
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     prov = provenance()
     load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True)
     out: dict = {"df_scales": a.df_scales, "budget": a.budget, "validation_seed": VALIDATION_SEED, "episodes": a.episodes, "replan_every": a.replan_every,
-                 "scales": a.scales, "mc_samples": a.mc_samples, "mc_gradient": a.mc_gradient, "hold": a.hold, "mazes": {}}
+                 "scales": a.scales, "mc_samples": a.mc_samples, "mc_gradient": a.mc_gradient, "hold": a.hold, "pace": a.pace, "mazes": {}}
     t_all = time.time()
     for maze in a.mazes:
         data_steps, train_steps, _ = BUDGETS[a.budget][maze]
@@ -190,7 +190,7 @@ def _num(v, fmt: str) -> str:
 def markdown(r: dict) -> str:
     lines = [f"# Monte Carlo guidance: reaching the goal against holding it (budget `{r['budget']}`)", "",
              f"DF planner of training seed 0; {r['episodes']} single-goal episodes per cell from validation seed {r['validation_seed']}, "
-             f"replanning every {r['replan_every']} steps. mc 1 = one sample (`df`); more = `df_mcg`, gradient "
+             f"replanning every {r['replan_every']} steps, tracking pace {r.get('pace', 1.0):g}. mc 1 = one sample (`df`); more = `df_mcg`, gradient "
              f"`{r.get('mc_gradient', 'through')}` (`PlanSettings.mc_gradient`); "
              + ("episodes held at the goal by PD control once reached (no plans after the arrival). " if r.get("hold")
                 else "episodes planned to the end. ") + "`free` / `clear` / `clear tracked` = share "
