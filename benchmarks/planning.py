@@ -152,7 +152,7 @@ def train_or_load(maze: str, kind: str, data: dict, train_steps: int, seed: int,
 
 def settings_for(method: str, maze: str, args) -> PlanSettings:
     scale = args.tuned.get(maze, {}).get(method, args.guidance_scale) if args.tuned else args.guidance_scale
-    pace = args.paces.get(maze, {}).get(method, args.pace) if getattr(args, "paces", None) else getattr(args, "pace", PlanSettings.pace)
+    pace = args.paces.get(maze, {}).get(method, args.pace) if args.paces else args.pace
     return PlanSettings(method=method, guidance_scale=scale, mc_samples=args.mc_samples, pace=pace).with_overrides(steps=args.sampling_steps)
 
 

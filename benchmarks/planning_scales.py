@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown budget {a.budget!r}; choose one of {sorted(BUDGETS)}")
     prov = provenance()
     os.makedirs(a.work_dir, exist_ok=True)
-    load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
+    load = argparse.Namespace(work_dir=a.work_dir, reuse_checkpoints=True, tuned=False, paces=None, mc_samples=PlanSettings.mc_samples, sampling_steps=16)
     t_all = time.time()
     prior = _earlier_run(name, a.budget, squash, a.replan_every, a.hold, a.paces, a.mazes)
     out: dict = {"budget": a.budget, "squash": squash, "replan_every": a.replan_every, "hold": a.hold, "validation_seed": VALIDATION_SEED,
@@ -78,8 +78,8 @@ def main(argv=None) -> int:
         for method in ("df", "df_mcg") + (("full_sequence",) if fs is not None else ()):
             for pace in a.paces:
                 for s in a.scales if method != "full_sequence" else [0.0]:
-                    load.guidance_scale = s
-                    ps = settings_for(method, maze, load).with_overrides(squash=squash, pace=pace)
+                    load.guidance_scale, load.pace = s, pace
+                    ps = settings_for(method, maze, load).with_overrides(squash=squash)
                     r = summarize([run_episodes(fs if method == "full_sequence" else planner, maze, a.episodes, "single_goal", VALIDATION_SEED,
                                                 None if method == "full_sequence" else a.replan_every, ps, hold=a.hold)])
                     grid.setdefault(method, {}).setdefault(f"{pace:g}", {})[f"{s:g}"] = {

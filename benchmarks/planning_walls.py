@@ -11,7 +11,8 @@ run, not independent runs). After each stage, from the same single-goal starts:
   data's own;
 - **episodes**: the benchmark's MPC evaluation (:func:`dforce.planning.evaluate.run_episodes`) at
   each scale, for ``df`` (one sample) and ``df_mcg``, with the straight-to-goal floor from the
-  same starts; every episode is planned to its end (``hold=False``, the protocol of these results).
+  same starts; every episode is planned to its end (``hold=False``) and tracked at pace 1 (Diffuser's
+  tracking), the protocol of these results.
 
 The reward is the plain goal distance unless ``--squash`` says otherwise (the planner's default is 2).
 

@@ -3,7 +3,8 @@
 Every ``replan_every`` steps the planner plans from the current observation to the goal for the
 remaining episode (flexible horizon; the full-sequence baseline plans its fixed horizon, by default
 once per episode as Diffuser's maze2d evaluation does, the controller then holding the goal), and the
-plan is tracked frame by frame (PD control, or the diffused actions). With ``hold`` (the default), an
+plan is tracked frame by frame (PD control at ``PlanSettings.pace`` times the planned speed, or the
+diffused actions). With ``hold`` (the default), an
 episode that has reached the goal is no longer planned: its controller holds the goal (PD control at
 the goal at rest, as Diffuser's controller does once its plan has ended), so the normalized score
 measures how soon a method reaches the goal. Episodes run in parallel
