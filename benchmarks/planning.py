@@ -15,7 +15,7 @@ Writes ``benchmarks/results/planning.json``, ``planning.md`` and one PNG per maz
     python benchmarks/planning.py --tuned           # the CPU budget: 3 training seeds, 108 episodes per maze, the curve
     python benchmarks/planning.py --budget hour --mazes medium large --methods df_mcg df --tuned --threads 2   # 10k steps, DF only (about an hour on 2 cores with planning_scales.py --budget hour)
     python benchmarks/planning.py --budget long --tuned   # 20k training steps (5 core-hours); scales: planning_scales.py --budget long
-    python benchmarks/planning.py --budget full     # D4RL-sized data and longer training (hours on CPU)
+    python benchmarks/planning.py --budget full     # D4RL-sized data, long's 20k training steps, 32 episodes per seed (meant for a GPU; never run)
     python benchmarks/planning.py --mazes umaze --budget tiny   # smoke run
 """
 
