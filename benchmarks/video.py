@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--fractional-level", type=float, default=0.5)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--parametrization", default="x0", help="x0, v or eps (the same for every method)")
+    p.add_argument("--weighting", default="fused_snr", help="loss weighting of every method: fused_snr, min_snr, sigmoid, uniform")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "results"))
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     models, train_time = {}, {}
     for method in ("df", "tf", "fs"):
         torch.manual_seed(a.seed)
-        model = build_video_model(method, frame_size=32, window=a.window, preset=a.preset, parametrization=a.parametrization)
+        model = build_video_model(method, frame_size=32, window=a.window, preset=a.preset, parametrization=a.parametrization, weighting=a.weighting)
         t0 = time.time()
         out_dir = os.path.join(a.ckpt_dir, f"run_{method}") if a.ckpt_dir else None
         models[method] = train_video_model(model, sprites, a.train_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, torch threads={a.threads}",
         "torch": torch.__version__,
         "data": {**sprites.to_dict(), "test_clips": a.n_test, "context": a.context, "horizon": horizon, "seed": a.seed},
-        "train": {"steps": a.train_steps, "batch_size": a.batch_size, "lr": a.lr, "window": a.window, "preset": a.preset, "parametrization": a.parametrization,
+        "train": {"steps": a.train_steps, "batch_size": a.batch_size, "lr": a.lr, "window": a.window, "preset": a.preset, "parametrization": a.parametrization, "weighting": a.weighting,
                   "seconds": train_time},
         "sampling_steps": a.sample_steps,
         "wall_seconds": total,
@@ -191,7 +192,7 @@ def world_model(a, horizon: int, sampling: SamplingConfig) -> dict:
     guidance."""
     wm = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 1), speed=(1.0, 3.0), actions=True)
     torch.manual_seed(a.seed)
-    model = build_video_model("df", frame_size=32, window=a.window, preset=a.preset, parametrization=a.parametrization,
+    model = build_video_model("df", frame_size=32, window=a.window, preset=a.preset, parametrization=a.parametrization, weighting=a.weighting,
                               action_dim=wm.action_dim, cond_dropout=0.1)
     t0 = time.time()
     model = train_video_model(model, wm, a.train_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed)

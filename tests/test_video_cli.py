@@ -2,14 +2,17 @@ import json
 
 import pytest
 
+from dforce.cli.common import UserError
 from dforce.cli.video import main
+from dforce.training import load_model
 
 
 def test_rollout_cli_train_generate_eval(tmp_path, capsys):
     run = tmp_path / "run"
     common = ["--frame_size", "16", "--window", "4", "--num_sprites", "[1, 1]"]
-    assert main(["train", "--method", "fs", "--steps", "2", "--batch_size", "2", "--out", str(run), *common]) == 0
+    assert main(["train", "--method", "fs", "--steps", "2", "--batch_size", "2", "--weighting", "min_snr", "--out", str(run), *common]) == 0
     model = str(run / "model")
+    assert load_model(model)[0].weighting == "min_snr"
     gif = tmp_path / "roll.gif"
     assert main(["generate", model, "--num", "2", "--context", "2", "--horizon", "6", "--rollout.sampling.steps", "2",
                  "--rollout.sampling.chunk_size", "2", "--rollout.sampling.history_len", "2", "--out", str(gif)]) == 0
@@ -21,5 +24,8 @@ def test_rollout_cli_train_generate_eval(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert set(res["psnr"]) == {"1-4"} and res["drift"][0]["frames"] == "1-4" and res["config"]["method"] == "fs"
     assert main(["nope"]) == 2
+    with pytest.raises(UserError, match="--weighting must be one of uniform, min_snr, sigmoid, fused_snr, got 'snr'"):
+        main(["train", "--weighting", "snr", "--out", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
     with pytest.raises(SystemExit):
         main(["generate", model, "--rollout.guidance", "vanilla", "--bogus"])

@@ -49,6 +49,8 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--causal", type=Optional[bool], default=None, help="causal temporal attention (default: df/tf causal, fs not)")
     p.add_argument("--preset", type=str, default="tiny", help="backbone size: tiny (CPU), small, base (GPU)")
     p.add_argument("--window", type=int, default=8, help="training clip length in frames")
+    p.add_argument("--weighting", type=str, default="fused_snr",
+                   help="loss weighting: fused_snr (the reference's video default; see docs/video.md), min_snr, sigmoid or uniform")
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     p.add_argument("--batch_size", type=int, default=32, help="clips per step")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
@@ -68,6 +70,10 @@ def _train(argv: list[str]) -> int:
         raise UserError(f"--method must be df, tf or fs, got {a.method!r}")
     if not a.lr > 0:
         raise UserError(f"--lr must be > 0, got {a.lr}")
+    from dforce.diffusion.weighting import WEIGHTINGS
+
+    if a.weighting not in WEIGHTINGS:
+        raise UserError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {a.weighting!r}")
     if not 0.0 <= a.ema_decay < 1.0:
         raise UserError(f"--ema_decay must lie in [0, 1), got {a.ema_decay}")
     if os.path.exists(a.out) and not os.path.isdir(a.out):
@@ -79,7 +85,8 @@ def _train(argv: list[str]) -> int:
     from dforce.video.experiment import build_video_model, train_video_model
 
     sprites = _sprites(a)
-    model = build_video_model(a.method, a.frame_size, a.window, a.preset, action_dim=sprites.action_dim, causal=a.causal)
+    model = build_video_model(a.method, a.frame_size, a.window, a.preset, action_dim=sprites.action_dim, causal=a.causal,
+                              weighting=a.weighting)
     model = train_video_model(model, sprites, a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay, seed=a.seed,
                               out_dir=a.out, precision=a.precision, progress=True)
     path = export_model(model, os.path.join(a.out, "model"), extra={"sprites": sprites.to_dict(), "method": a.method},

@@ -44,11 +44,15 @@ def build_video_model(
     causal: Optional[bool] = None,
     cond_dropout: float = 0.1,
     parametrization: str = "x0",
+    weighting: str = "fused_snr",
 ) -> DiffusionForcing:
     """A model for ``method`` (``df``, ``tf`` or ``fs``) with a :data:`PRESETS` backbone.
 
     ``x0`` parametrization is the default: small patch transformers struggle to output the exact
-    noise of a large patch (``eps`` / ``v``), which leaves speckle in the samples.
+    noise of a large patch (``eps`` / ``v``), which leaves speckle in the samples. ``fused_snr``
+    weighting (the reference's video default) is the default: min-SNR weighs a frame's x0 error by
+    ``min(SNR, 5)``, nearly 0 for a noisy frame after clean history, which is where the motion is
+    learned (docs/video.md, "Loss weighting").
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)} (df = Diffusion Forcing)")
@@ -58,7 +62,7 @@ def build_video_model(
     net = VideoTransformer(channels=1, image_size=frame_size, causal=causal, cond_dim=action_dim, **PRESETS[preset])
     return DiffusionForcing(
         net, window=window, training_noise=METHODS[method], cond_dropout=cond_dropout if action_dim else 0.0,
-        parametrization=parametrization,
+        parametrization=parametrization, weighting=weighting,
     )
 
 
