@@ -63,6 +63,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--parametrization", default="v")
+    p.add_argument("--weighting", default="min_snr", help="loss weighting: min_snr (this exploration's first runs) or fused_snr (the pixel models')")
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--minutes", type=float, default=9.0, help="training wall-clock budget per method")
     p.add_argument("--max-steps", type=int, default=100000)
@@ -105,7 +106,8 @@ def stage_ae(a) -> FrameAutoencoder:
 def build(a, method: str) -> DiffusionForcing:
     net = VideoTransformer(channels=a.latent_channels, image_size=8, patch_size=a.patch_size, width=a.width, depth=a.depth,
                            heads=a.heads, causal=True)
-    return DiffusionForcing(net, window=a.window, training_noise=METHODS[method], parametrization=a.parametrization)
+    return DiffusionForcing(net, window=a.window, training_noise=METHODS[method], parametrization=a.parametrization,
+                            weighting=a.weighting)
 
 
 def stage_train(a, ae: FrameAutoencoder, method: str) -> None:
@@ -221,7 +223,7 @@ def write_md(path: Path, r: dict, a) -> None:
         f"Autoencoder: 32x32x1 -> {a.latent_channels}x8x8, width {a.ae_width}, {a.ae_steps} steps "
         f"({r['autoencoder'].get('train_seconds', 0):.0f} s), test reconstruction PSNR {r['autoencoder'].get('test_psnr', 0):.2f} dB. "
         f"DF / TF: VideoTransformer over latents (patch {a.patch_size}, width {a.width}, depth {a.depth}), window {a.window}, "
-        f"{a.parametrization} parametrization, {a.minutes} min wall-clock budget each, batch {a.batch_size}, lr {a.lr} cosine, "
+        f"{a.parametrization} parametrization, {a.weighting} weighting, {a.minutes} min wall-clock budget each, batch {a.batch_size}, lr {a.lr} cosine, "
         f"EMA {a.ema}. Rollouts: {a.context} true context frames, {a.horizon} frames, {a.sample_steps} DDIM steps "
         f"(DF: chunks of 4 after 4 history frames, stabilization 0.02; TF: one frame at a time), {a.test_clips} test clips.", "",
         "GIF (`video_latent.gif`): ground truth, DF, TF rows (context frames included), four test clips.", "",
