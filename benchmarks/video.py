@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     p.add_argument("--rollout-factor", type=int, default=10, help="rollout length in units of the training length")
     p.add_argument("--n-test", type=int, default=16, help="test clips")
     p.add_argument("--sample-steps", type=int, default=10)
-    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--guidance-scale", type=float, default=1.5,
+                   help="history guidance scale w (1.5: picked on validation clips, docs/video.md)")
     p.add_argument("--fractional-level", type=float, default=0.5)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--parametrization", default="x0", help="x0, v or eps (the same for every method)")

@@ -2,7 +2,7 @@
 
     dforce rollout train --method df --steps 2000 --out runs/df            # exports runs/df/model
     dforce rollout generate runs/df/model --horizon 80 --out rollout.gif   # side by side with the truth
-    dforce rollout generate runs/df/model --rollout.guidance vanilla --rollout.guidance_scale 2 --out hg.mp4
+    dforce rollout generate runs/df/model --rollout.guidance vanilla --rollout.guidance_scale 1.5 --out hg.mp4
     dforce rollout generate runs/fs/model --keyframes 0,7 --out infill.gif # needs a bidirectional model
     dforce rollout eval runs/df/model --horizon 80 --out metrics.json
 

@@ -105,7 +105,7 @@ class RolloutConfig:
     method: str = "df"
     sampling: SamplingConfig = field(default_factory=_video_sampling)
     guidance: str = "none"
-    guidance_scale: float = 2.0
+    guidance_scale: float = 1.5
     fractional_level: float = 0.5
     stabilized: bool = False
     reconstruction_scale: float = 0.0
