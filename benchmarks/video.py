@@ -79,7 +79,9 @@ def main(argv=None) -> int:
     p.add_argument("--parametrization", default="x0", help="x0, v or eps (the same for every method)")
     p.add_argument("--weighting", default="fused_snr", help="loss weighting of every method: fused_snr, min_snr, sigmoid, uniform")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training and sampling seed; results go to video[_BUDGET]_seedN.json for N > 0")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the test, validation and reference clips (fixed across --seed, so that seeds differ only in training)")
     p.add_argument("--out", default=os.path.join(ROOT, "results"))
     p.add_argument("--ckpt-dir", default=None, help="export the trained models here (dforce rollout generate can load them)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
@@ -97,10 +99,10 @@ def main(argv=None) -> int:
 
     sprites = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 2), speed=(1.0, 3.0))
     horizon = a.rollout_factor * a.window
-    test = fixed_split(sprites, "test", a.n_test, a.context + horizon, seed=a.seed)
+    test = fixed_split(sprites, "test", a.n_test, a.context + horizon, seed=a.data_seed)
     context, truth = test["x"][:, : a.context], test["x"][:, a.context :]
     counts = M.sprite_counts(truth)  # components per ground-truth frame (overlaps merge, as in the samples)
-    reference = fixed_split(sprites, "val", 64, a.window, seed=a.seed)["x"]  # frames of the data distribution
+    reference = fixed_split(sprites, "val", 64, a.window, seed=a.data_seed)["x"]  # frames of the data distribution
     # what the generator knows (identity and motion metrics); the sprite classifier trains once here (seconds)
     known = dict(labels=test["labels"], centroids=test["centroids"][:, a.context :], sprites=sprites)
 
@@ -161,7 +163,7 @@ def main(argv=None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, torch threads={a.threads}",
         "torch": torch.__version__,
-        "data": {**sprites.to_dict(), "test_clips": a.n_test, "context": a.context, "horizon": horizon, "seed": a.seed},
+        "data": {**sprites.to_dict(), "test_clips": a.n_test, "context": a.context, "horizon": horizon, "seed": a.seed, "data_seed": a.data_seed},
         "train": {"steps": a.train_steps, "batch_size": a.batch_size, "lr": a.lr, "window": a.window, "preset": a.preset, "parametrization": a.parametrization, "weighting": a.weighting,
                   "seconds": train_time},
         "sampling_steps": a.sample_steps,
@@ -172,6 +174,7 @@ def main(argv=None) -> int:
     methods = {METHOD_KEYS.get(n, n): {"name": n, **summarize(r)} for n, r in results.items()}
     payload = {"meta": meta, "methods": methods, "results": results, "world_model": world, "cache_speedup": cache, **prov}
     name = "video_quick" if a.quick else "video" if a.budget == "short" else f"video_{a.budget}"
+    name += f"_seed{a.seed}" if a.seed else ""
     _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
     _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))
     show = ["DF", "DF + vanilla HG", "teacher forcing", "full-sequence (replacement)"]  # keep in sync with markdown()
@@ -198,7 +201,7 @@ def world_model(a, horizon: int, sampling: SamplingConfig) -> dict:
     t0 = time.time()
     model = train_video_model(model, wm, a.train_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
     train_s = time.time() - t0
-    test = fixed_split(wm, "test", a.n_test, a.context + horizon, seed=a.seed)
+    test = fixed_split(wm, "test", a.n_test, a.context + horizon, seed=a.data_seed)
     context, actions, centroids = test["x"][:, : a.context], test["cond"], test["centroids"][:, a.context :]
     rows = {}
     for name, cond, scale in (("unconditional", torch.zeros_like(actions), 1.0), ("actions", actions, 1.0),
@@ -210,7 +213,7 @@ def world_model(a, horizon: int, sampling: SamplingConfig) -> dict:
     copy = M.centroid_errors(context[:, -1:].expand(-1, horizon, -1, -1, -1), centroids, max_pixels=wm.size**2)
     rows["copy last context frame"] = {"cfg_scale": None, "centroid_err_1_16": float(copy[:, :16].mean()), "per_segment": M.by_horizon(copy, a.window)}
     # the guidance scale is picked on validation clips (frames 1-16), never on the test clips
-    val = fixed_split(wm, "val", a.n_test, a.context + 16, seed=a.seed)
+    val = fixed_split(wm, "val", a.n_test, a.context + 16, seed=a.data_seed)
     val_err = {}
     for scale in WORLD_SCALES:
         with torch.no_grad():
