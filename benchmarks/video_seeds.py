@@ -3,7 +3,7 @@
 Reads the runs of ``benchmarks/video.py`` that differ only in ``--seed`` (same ``--data-seed``,
 so the same test clips): ``video[_BUDGET].json`` for seed 0 and ``video[_BUDGET]_seedN.json``,
 and writes ``video[_BUDGET]_seeds.json`` / ``.md``: for every method and scalar metric of the
-runs' ``methods`` rows, the per-seed values, their mean and their sample standard deviation;
+runs' ``methods`` rows (and sprites per frame in the last segment), the per-seed values, their mean and their sample standard deviation;
 the same for the world model's centroid errors and for the cache speed-ups.
 
     PYTHONPATH=src python benchmarks/video.py --seed 1 && PYTHONPATH=src python benchmarks/video.py --seed 2
@@ -53,6 +53,9 @@ def aggregate(runs: dict[int, dict]) -> dict:
     for key, row in first["methods"].items():
         metrics = [m for m, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         methods[key] = {"name": row["name"], **{m: spread([runs[s]["methods"][key][m] for s in seeds]) for m in metrics}}
+        last = list(row["per_segment"])[-1]  # sprites per frame in the last segment: where a rollout fades or not
+        if "sprites" in row["per_segment"][last]:
+            methods[key][f"sprites_{last.replace('-', '_')}"] = spread([runs[s]["methods"][key]["per_segment"][last]["sprites"] for s in seeds])
     world = {name: spread([runs[s]["world_model"]["rows"][name]["centroid_err_1_16"] for s in seeds]) for name in first["world_model"]["rows"]}
     world["ratio_unconditional_to_guided_1_16"] = spread([runs[s]["world_model"]["ratio_unconditional_to_guided_1_16"] for s in seeds])
     world["selected_cfg_scale"] = [runs[s]["world_model"]["selected_cfg_scale"] for s in seeds]

@@ -12,7 +12,7 @@ from video_seeds import aggregate, markdown, run_name  # noqa: E402
 
 
 def _run(psnr: float, ratio: float, speedup: float, sha: str = "abc") -> dict:
-    row = {"name": "DF", "psnr_1_8": psnr, "centroid_err_1_8": 6.0, "per_segment": {"psnr": {"1-8": psnr}}}
+    row = {"name": "DF", "psnr_1_8": psnr, "centroid_err_1_8": 6.0, "per_segment": {"1-8": {"sprites": 1.0}, "73-80": {"sprites": psnr / 10}}}
     return {"meta": {"data": {"data_seed": 0, "test_clips": 16, "horizon": 80}, "sampling_steps": 10,
                      "train": {"steps": 600, "preset": "tiny", "weighting": "fused_snr", "parametrization": "x0"}},
             "methods": {"df": row},
@@ -28,6 +28,7 @@ def test_mean_and_sample_sd_over_seeds():
     assert df["psnr_1_8"]["mean"] == pytest.approx(13.1666666)
     assert df["psnr_1_8"]["sd"] == pytest.approx(statistics.stdev([12.0, 13.0, 14.5]))
     assert "per_segment" not in df and df["centroid_err_1_8"]["sd"] == 0.0
+    assert df["sprites_73_80"]["values"] == pytest.approx([1.2, 1.3, 1.45])
     assert agg["world_model"]["ratio_unconditional_to_guided_1_16"]["mean"] == pytest.approx(1.5)
     assert agg["world_model"]["actions + CFG 2"]["values"] == pytest.approx([8.0, 4.0, 8.0 / 1.5])
     assert agg["cache_speedup"]["window"]["mean"] == pytest.approx(3.0)
