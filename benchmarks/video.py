@@ -57,7 +57,7 @@ def _atomic_write(path: str, text: str) -> None:
 def regenerate_markdown(out: str = os.path.join(ROOT, "results"), name: str = "video") -> None:
     """Rewrite ``NAME.md`` from ``NAME.json`` (after changing the table layout, without re-running)."""
     with open(os.path.join(out, f"{name}.json")) as f:
-        _atomic_write(os.path.join(out, f"{name}.md"), markdown(json.load(f)))
+        _atomic_write(os.path.join(out, f"{name}.md"), markdown(json.load(f), name))
 
 
 def main(argv=None) -> int:
@@ -176,11 +176,12 @@ def main(argv=None) -> int:
     name = "video_quick" if a.quick else "video" if a.budget == "short" else f"video_{a.budget}"
     name += f"_seed{a.seed}" if a.seed else ""
     _atomic_write(os.path.join(a.out, f"{name}.json"), json.dumps(payload, indent=1))
-    _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload))
-    show = ["DF", "DF + vanilla HG", "teacher forcing", "full-sequence (replacement)"]  # keep in sync with markdown()
-    rows = [truth[:3]] + [samples[n][:3] for n in show]
-    M.write_video(os.path.join(a.out, f"{name}.gif"), rows, fps=8)
-    print(f"done in {total:.0f}s -> {a.out}/{name}.json, .md, .gif")
+    _atomic_write(os.path.join(a.out, f"{name}.md"), markdown(payload, name))
+    if not a.seed:  # the other training seeds' numbers go to video_seeds.py; one GIF shows the methods
+        show = ["DF", "DF + vanilla HG", "teacher forcing", "full-sequence (replacement)"]  # keep in sync with markdown()
+        rows = [truth[:3]] + [samples[n][:3] for n in show]
+        M.write_video(os.path.join(a.out, f"{name}.gif"), rows, fps=8)
+    print(f"done in {total:.0f}s -> {a.out}/{name}.json, .md" + ("" if a.seed else ", .gif"))
     return 0
 
 
@@ -258,7 +259,8 @@ def cache_speedup(model, context: torch.Tensor, horizon: int, window: int, steps
     return res
 
 
-def markdown(payload: dict) -> str:
+def markdown(payload: dict, name: str = "video") -> str:
+    """The markdown report of a run's ``payload`` written as ``NAME.json``."""
     meta, res = payload["meta"], payload["results"]
     d, tr = meta["data"], meta["train"]
     lines = [
@@ -275,7 +277,8 @@ def markdown(payload: dict) -> str:
         f"{d['test_clips']} held-out test clips, {meta['sampling_steps']} DDIM steps per chunk of {d['context']} frames "
         "(teacher forcing: one frame at a time).",
         "",
-        "GIF (`video.gif`): ground truth on top, then DF, DF + vanilla HG, teacher forcing, full-sequence; three test clips side by side.",
+        f"GIF (`{name}.gif`): ground truth on top, then DF, DF + vanilla HG, teacher forcing, full-sequence; three test clips side by side."
+        if not d.get("seed") else f"No GIF for training seed {d['seed']} (the seed-0 run has one).",
         "",
         "Drift (no ground truth needed): `hist TV` = total-variation distance of the sprite-intensity histogram to data frames "
         "(lower is better); `sprites` = connected components per frame (truth row = target); `count err` = mean |sprites - components of the ground-truth frame|.",
@@ -335,6 +338,8 @@ def markdown(payload: dict) -> str:
                       "| steps | uncached s | window speed-up | rolling speed-up | window max abs diff |", "|---|---|---|---|---|"]
             lines += [f"| {n} | {r['seconds']['none']:.1f} | {r['speedup']['window']:.2f}x | {r['speedup']['rolling']:.2f}x | "
                       f"{r['max_abs_diff']['window']:.2g} |" for n, r in c["by_steps"].items()]
+    if "command" in payload:
+        lines += ["", f"Produced by `{payload['command']}` at commit `{payload['git_sha']}`."]
     return "\n".join(lines) + "\n"
 
 
