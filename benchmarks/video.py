@@ -15,6 +15,8 @@ score of each row (PSNR / SSIM / MSE per horizon bucket, drift, identity, centro
 
     PYTHONPATH=src python benchmarks/video.py                 # ~25 min on a shared 2-core CPU
     PYTHONPATH=src python benchmarks/video.py --quick         # smoke run, ~1 min
+    PYTHONPATH=src python benchmarks/video.py --seed 1        # another training seed, same test clips: video_seed1.*
+                                                              # (benchmarks/video_seeds.py: mean and SD over seeds)
 """
 
 from __future__ import annotations
