@@ -64,9 +64,6 @@ def aggregate(runs: dict[int, dict]) -> dict:
             "settings": {".".join(p): _get(first, p) for p in SAME}, "methods": methods, "world_model": world, "cache_speedup": cache}
 
 
-ROWS = ("ground_truth", "copy_last", "blank", "df", "df_no_stab", "df_hg_vanilla", "df_hg_fractional", "df_ar", "tf", "fs")
-
-
 def markdown(agg: dict, budget: str) -> str:
     def cell(d: dict, digits: int) -> str:
         return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}"
@@ -78,8 +75,7 @@ def markdown(agg: dict, budget: str) -> str:
              "Mean ± sample standard deviation over the seeds; every run uses the same test clips (`--data-seed`). Settings: "
              + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in agg["settings"].items()) + ".", "",
              "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for key in [k for k in ROWS if k in agg["methods"]] + [k for k in agg["methods"] if k not in ROWS]:
-        row = agg["methods"][key]
+    for row in agg["methods"].values():  # in the runs' order
         lines.append(f"| {row['name']} | " + " | ".join(cell(row[m], digits[m]) for m in metrics) + " |")
     w = agg["world_model"]
     lines += ["", "World model, centroid error of the controlled sprite over frames 1-16 (pixels):", "", "| condition | error |", "|---|---|"]
