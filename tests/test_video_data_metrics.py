@@ -33,10 +33,28 @@ def test_a_clip_is_its_own_continuation_and_splits_differ():
 
 
 def test_actions_steer_the_controllable_sprite():
-    cfg = SpriteConfig(sprite="balls", num_sprites=(1, 1), speed=(0.0, 2.0), actions=True, action_prob=1.0)
-    clip = make_clip(cfg, 10, np.random.default_rng(1))
-    assert clip["cond"].shape == (10, 5) and torch.equal(clip["cond"].sum(1), torch.ones(10))
-    assert clip["cond"][1:, 0].sum() == 0  # action_prob=1: a move every frame
+    cfg = SpriteConfig(sprite="balls", num_sprites=(2, 2), speed=(2.0, 2.0), actions=True, action_prob=1.0)
+    clip = make_clip(cfg, 40, np.random.default_rng(1))
+    assert clip["cond"].shape == (40, 5) and torch.equal(clip["cond"].sum(1), torch.ones(40))
+    assert clip["cond"][0, 0] == 1 and clip["cond"][1:, 0].sum() == 0  # action_prob=1: a move every frame
+    step = {1: (-2, 0), 2: (2, 0), 3: (0, -2), 4: (0, 2)}  # up, down, left, right: (rows, columns) at speed 2
+    c = clip["centroids"][:, 0]  # sprite 0
+    lo, hi = c.min(0).values, c.max(0).values  # where the walls stop it
+    moved = stopped = 0
+    for n in range(1, 40):
+        want = torch.tensor(step[int(clip["cond"][n].argmax())], dtype=c.dtype)
+        got = c[n] - c[n - 1]
+        if torch.allclose(got, want):
+            moved += 1
+        else:  # only a wall stops it: it ends on the wall it was sent towards
+            d = int(want.abs().argmax())
+            assert got[1 - d] == 0 and c[n, d] == (hi[d] if want[d] > 0 else lo[d]), (n, got, want)
+            stopped += 1
+    assert moved > 20 and stopped > 0
+    d1 = clip["centroids"][1:, 1] - clip["centroids"][:-1, 1]  # sprite 1 bounces on at its own velocity
+    assert (d1.abs().sum(-1) > 0).float().mean() > 0.9 and not torch.equal(d1, c[1:] - c[:-1])
+    none = make_clip(SpriteConfig(sprite="balls", num_sprites=(1, 1), actions=True, action_prob=0.0), 5, np.random.default_rng(2))
+    assert torch.equal(none["centroids"][1:], none["centroids"][:-1].clone())  # "none" every frame: it stays
 
 
 def test_fashion_sprites_from_the_debian_package(tmp_path):

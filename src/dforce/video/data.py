@@ -4,8 +4,9 @@ Sprites are scikit-learn's bundled ``load_digits`` (8x8, upsampled), Fashion-MNI
 Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``, read with numpy)
 or anti-aliased balls. One to three sprites bounce inside square frames (32x32 or 64x64); a clip of
 any length is its own ground-truth continuation. With ``actions=True`` sprite 0 is controllable: the
-action of frame ``n`` (one-hot: none, up, down, left, right) changes its velocity before it moves
-into frame ``n``, so frame ``n`` depends on actions ``<= n`` (world-model style prediction).
+action of frame ``n`` (one-hot: none, up, down, left, right) moves it by its speed in that direction
+into frame ``n`` (it stays for ``none`` and stops at the walls), so frame ``n`` depends on action ``n``
+(world-model style prediction) and the context alone cannot predict where it goes.
 
 Frames are float tensors in [-1, 1] of shape ``[N, C, H, W]`` (C = 1); actions are ``[N, 5]``.
 Every clip also carries what the generator knows: each sprite's class label (digit 0-9,
@@ -136,8 +137,9 @@ class SpriteConfig:
         sprite_size: sprite side in pixels (default: frame_size // 2 for digits/fashion, frame_size // 4 for balls).
         num_sprites: (min, max) sprites per clip, inclusive.
         speed: (min, max) speed in pixels per frame.
-        actions: sprite 0 is controllable; clips carry one-hot actions [N, 5].
-        action_prob: probability that a frame's action is not ``none``.
+        actions: sprite 0 is controllable (each frame's action moves it by its speed); clips carry
+            one-hot actions [N, 5].
+        action_prob: probability that a frame's action is not ``none`` (drawn independently per frame).
     """
 
     sprite: str = "digits"
@@ -146,7 +148,7 @@ class SpriteConfig:
     num_sprites: tuple[int, int] = (1, 3)
     speed: tuple[float, float] = (1.0, 3.0)
     actions: bool = False
-    action_prob: float = 0.3
+    action_prob: float = 0.8
 
     def __post_init__(self) -> None:
         if self.sprite not in SPRITES:
@@ -215,19 +217,19 @@ def make_clip(cfg: SpriteConfig, length: int, rng: np.random.Generator, split: s
     vel = np.stack([np.sin(angle), np.cos(angle)], -1) * speed[:, None]
     frames = np.zeros((length, f, f), dtype=np.float32)
     acts = np.zeros((length, len(ACTIONS)), dtype=np.float32)
-    vmax = cfg.speed[1]
     for n in range(length):
         if n > 0:
-            if cfg.actions:
-                a = int(rng.integers(1, len(ACTIONS))) if rng.random() < cfg.action_prob else 0
-                acts[n, a] = 1.0
-                vel[0] = np.clip(vel[0] + _ACTION_DV[a], -vmax, vmax)
+            prev = pos[0].copy()
             pos = pos + vel
             for d in range(2):  # bounce off the walls (reflect position and velocity)
                 low, high = pos[:, d] < 0, pos[:, d] > lim
                 pos[low, d] = -pos[low, d]
                 pos[high, d] = 2 * lim - pos[high, d]
                 vel[low | high, d] = -vel[low | high, d]
+            if cfg.actions:  # sprite 0 goes where its action sends it, instead of bouncing on
+                a = int(rng.integers(1, len(ACTIONS))) if rng.random() < cfg.action_prob else 0
+                acts[n, a] = 1.0
+                pos[0] = np.clip(prev + _ACTION_DV[a] * speed[0], 0, lim)
         elif cfg.actions:
             acts[0, 0] = 1.0
         ij = np.rint(pos).astype(int)
