@@ -65,7 +65,7 @@ def regenerate_markdown(out: str = os.path.join(ROOT, "results"), name: str = "v
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="short", choices=list(BUDGETS),
-                   help="training steps per model: short = 600 (about 14 min in all on one core), cpu = 3000 (36 min with --threads 2 on 2 free cores)")
+                   help="training steps per model: short = 600 (about 14 min in all on one core), cpu = 3000 (36-40 min with --threads 2 on 2 free cores)")
     p.add_argument("--train-steps", type=int, default=None, help="optimizer steps per method (default: the budget's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
