@@ -188,17 +188,18 @@ def main(argv=None) -> int:
 
 
 WORLD_SCALES = (1.5, 2.0, 4.0)  # classifier-free guidance scales on the actions
+WORLD_STEP = 3.0  # pixels the controlled digit moves per action (its speed)
 
 
 def world_model(a, horizon: int, sampling: SamplingConfig) -> dict:
     """An action-conditioned DF world model: one controllable digit (each frame's one-hot action moves
-    it 3 pixels up, down, left or right, or leaves it: a random walk the context cannot predict),
+    it :data:`WORLD_STEP` pixels up, down, left or right, or leaves it: a random walk the context cannot predict),
     trained with condition dropout 0.1 at the main models' budget, rolled out ``horizon``
     frames after ``a.context`` true frames under each test clip's own action sequence. Action-following
     = centroid error (pixels) of the sprite against the trajectory those actions produce, for the
     null condition (the unconditional model), the actions, and the actions with classifier-free
     guidance."""
-    wm = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 1), speed=(3.0, 3.0), actions=True, action_prob=0.8)
+    wm = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 1), speed=(WORLD_STEP, WORLD_STEP), actions=True, action_prob=0.8)
     torch.manual_seed(a.seed)
     model = build_video_model("df", frame_size=32, window=a.window, preset=a.preset, parametrization=a.parametrization, weighting=a.weighting,
                               action_dim=wm.action_dim, cond_dropout=0.1)
