@@ -91,6 +91,23 @@ def test_extending_a_finished_run_equals_one_longer_run(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), staged.state_dict().values()))
 
 
+def test_a_model_in_eval_mode_trains_in_training_mode(tmp_path):
+    """train() returns its model in eval mode; passing it back (to extend the run) must train with
+    condition dropout and dropout on, not silently without them."""
+    import lightning.pytorch as pl
+
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append((module.model.training, module.model.backbone.training))
+
+    model = small_model().eval()
+    train(model, torch.randn(16, 8, 2), quick_cfg(tmp_path, max_steps=3, logger="none"), callbacks=[Spy()])
+    assert seen and all(a and b for a, b in seen)
+    assert not model.training  # returned for sampling
+
+
 def test_the_resumable_sampler_keeps_random_samplers_order_and_re_enters_it():
     from torch.utils.data import RandomSampler
 

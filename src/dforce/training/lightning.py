@@ -398,7 +398,7 @@ def train(model: DiffusionForcing, data, config: Optional[TrainConfig] = None, v
         train_loader = _loader(data, config.batch_size, config.num_workers, shuffle=True)
         val_loader = None if val_data is None else _loader(val_data, config.batch_size, 0, shuffle=False)
         has_val = val_loader is not None and config.val_every is not None
-        module = DiffusionForcingModule(model, config)
+        module = DiffusionForcingModule(model.train(), config)  # Lightning keeps modes: a model returned by train() is in eval mode
         dataset = getattr(train_loader, "dataset", None)
         if dataset is not None and hasattr(dataset, "batch_size") and getattr(dataset, "batch_size") is None:
             dataset.batch_size = train_loader.batch_size
