@@ -1,0 +1,65 @@
+"""Does a sampler setting stop the fade of a longer-trained DF model? (issue 12 exploration)
+
+Loads the EMA weights of a finished `probe.py` run (RUN_DIR, STEPS; a finished run resumed trains nothing)
+and rolls out 80 frames after 4 true ones on 16 validation clips (SPLIT=val, for choosing) or the
+benchmark's 16 test clips (SPLIT=test), in chunks of 4, for a grid of sampling steps, eta and history
+guidance; writes sampler_BACKBONE_STEPS_SPLIT.json next to this file.
+
+    PYTHONPATH=src python benchmarks/results/video_exploration/scaling/sampler.py RUN_DIR 12000 val [BACKBONE BATCH]
+"""
+import json, os, sys, time
+
+import torch
+
+torch.set_num_threads(1)
+from dataclasses import replace
+
+from dforce.sampling import SamplingConfig
+from dforce.video import metrics as M
+from dforce.video.data import SpriteConfig, fixed_split
+from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, summarize, train_video_model
+
+run_dir, steps, split = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+backbone = sys.argv[4] if len(sys.argv) > 4 else "tiny"
+batch = int(sys.argv[5]) if len(sys.argv) > 5 else 32
+here = os.path.dirname(os.path.abspath(__file__))
+sprites = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 2), speed=(1.0, 3.0))
+WINDOW, CTX, HOR = 8, 4, 80
+clips = fixed_split(sprites, split, 16, CTX + HOR, seed=0)
+context, truth = clips["x"][:, :CTX], clips["x"][:, CTX:]
+counts = M.sprite_counts(truth)
+reference = fixed_split(sprites, "val", 64, WINDOW, seed=0)["x"]
+known = dict(labels=clips["labels"], centroids=clips["centroids"][:, CTX:], sprites=sprites)
+if backbone == "tiny":
+    model = build_video_model("df", frame_size=32, window=WINDOW, preset="tiny", parametrization="x0", weighting="fused_snr")
+else:
+    sys.path.insert(0, os.path.join(here, "..", "weighting"))
+    from video_unet import VideoUNet
+    from dforce.model import DiffusionForcing
+
+    w, mults, stem = backbone.split("_")[1:]
+    model = DiffusionForcing(VideoUNet(width=int(w), mults=[int(c) for c in mults], stem=int(stem)), window=WINDOW,
+                             parametrization="x0", weighting="fused_snr")
+model = train_video_model(model, sprites, steps, batch_size=batch, lr=1e-3, seed=0, out_dir=run_dir)  # finished: EMA weights
+base = SamplingConfig(scheduling="full_sequence", steps=10, chunk_size=CTX, history_len=CTX)
+grid = []
+for guidance, scale in (("none", 1.0), ("vanilla", 1.5), ("vanilla", 2.0), ("vanilla", 3.0)):
+    for n, eta in ((10, 0.0), (10, 1.0), (50, 0.0), (50, 1.0)):
+        if scale == 3.0 and n == 50:
+            continue
+        grid.append((guidance, scale, n, eta))
+rows = []
+for guidance, scale, n, eta in grid:
+    rc = RolloutConfig("df", sampling=replace(base, steps=n, eta=eta), guidance=guidance, guidance_scale=scale)
+    t0 = time.time()
+    with torch.no_grad():
+        pred = generate(model, context, HOR, rc, seed=0)
+    sm = summarize(score(pred, truth, reference, WINDOW, counts, **known))
+    ps = sm["per_segment"]
+    row = dict(guidance=guidance, scale=scale, steps=n, eta=eta, seconds=time.time() - t0,
+               **{k: sm[k] for k in ("psnr_1_8", "centroid_err_1_8", "identity_rel_73_80", "hist_tv_73_80", "frechet_73_80")},
+               identity_rel_1_8=ps["1-8"]["identity_rel"], sprites_73_80=ps["73-80"]["sprites"],
+               sprites_by_segment=[round(s["sprites"], 2) for s in ps.values()])
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    json.dump({"rows": rows, "command": " ".join(sys.argv)}, open(os.path.join(here, f"sampler_{backbone}_{steps}_{split}.json"), "w"), indent=1)
