@@ -18,37 +18,23 @@ import torch
 torch.set_num_threads(1)
 from dforce.sampling import SamplingConfig
 from dforce.video import metrics as M
-from dforce.video.data import SpriteConfig, fixed_split
-from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, summarize, train_video_model
+from dforce.video.experiment import RolloutConfig, generate, score, summarize, train_video_model
+
+from common import CTX, HERE, HOR, SPRITES, WINDOW, build, clips
 
 run_dir, steps = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
 backbone = sys.argv[3] if len(sys.argv) > 3 else "tiny"
 batch = int(sys.argv[4]) if len(sys.argv) > 4 else 32
-here = os.path.dirname(os.path.abspath(__file__))
-sprites = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 2), speed=(1.0, 3.0))
-WINDOW, CTX, HOR = 8, 4, 80
-test = fixed_split(sprites, "test", 16, CTX + HOR, seed=0)
-context, truth = test["x"][:, :CTX], test["x"][:, CTX:]
-counts = M.sprite_counts(truth)
-reference = fixed_split(sprites, "val", 64, WINDOW, seed=0)["x"]
-known = dict(labels=test["labels"], centroids=test["centroids"][:, CTX:], sprites=sprites)
+c = clips("test")
+context, truth, counts, reference, known = c["context"], c["truth"], c["counts"], c["reference"], c["known"]
 sampling = SamplingConfig(scheduling="full_sequence", steps=10, chunk_size=CTX, history_len=CTX)
 torch.manual_seed(0)
-if backbone == "tiny":
-    model = build_video_model("df", frame_size=32, window=WINDOW, preset="tiny", parametrization="x0", weighting="fused_snr")
-else:
-    sys.path.insert(0, os.path.join(here, "..", "weighting"))
-    from video_unet import VideoUNet
-    from dforce.model import DiffusionForcing
-
-    w, mults, stem = backbone.split("_")[1:]
-    model = DiffusionForcing(VideoUNet(width=int(w), mults=[int(c) for c in mults], stem=int(stem)), window=WINDOW,
-                             parametrization="x0", weighting="fused_snr")
+model = build(backbone)
 rows = []
 t_train = 0.0
 for s in steps:
     t0 = time.time()
-    model = train_video_model(model, sprites, s, batch_size=batch, lr=1e-3, seed=0, out_dir=run_dir)
+    model = train_video_model(model, SPRITES, s, batch_size=batch, lr=1e-3, seed=0, out_dir=run_dir)
     t_train += time.time() - t0
     model.eval()
     row = {"backbone": backbone, "batch": batch, "steps": s, "train_seconds": t_train}
@@ -69,4 +55,4 @@ for s in steps:
                          sprites_73_80=ps["73-80"]["sprites"])
     print(json.dumps(row), flush=True)
     rows.append(row)
-    json.dump({"rows": rows, "command": " ".join(sys.argv)}, open(os.path.join(here, f"scaling_{backbone}.json"), "w"), indent=1)
+    json.dump({"rows": rows, "command": " ".join(sys.argv)}, open(os.path.join(HERE, f"scaling_{backbone}.json"), "w"), indent=1)

@@ -13,25 +13,21 @@ import torch
 torch.set_num_threads(1)
 from dforce.sampling import SamplingConfig
 from dforce.video import metrics as M
-from dforce.video.data import SpriteConfig, fixed_split
-from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, summarize, train_video_model
+from dforce.video.experiment import RolloutConfig, generate, score, summarize, train_video_model
 
-here = os.path.dirname(os.path.abspath(__file__))
-sprites = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 2), speed=(1.0, 3.0))
-clips = fixed_split(sprites, "val", 16, 84, seed=0)
-context, truth = clips["x"][:, :4], clips["x"][:, 4:]
-reference = fixed_split(sprites, "val", 64, 8, seed=0)["x"]
-known = dict(labels=clips["labels"], centroids=clips["centroids"][:, 4:], sprites=sprites)
+from common import HERE, SPRITES, build, clips
+
+c = clips("val")
+context, truth, reference, known = c["context"], c["truth"], c["reference"], c["known"]
 for name, pred in (("copy last", context[:, -1:].expand_as(truth)), ("ground truth", truth)):
     sm = summarize(score(pred, truth, reference, 8, M.sprite_counts(truth), **known))
     print(name, {k: round(sm[k], 3) for k in ("psnr_1_8", "centroid_err_1_8", "identity_rel_73_80", "hist_tv_73_80", "frechet_73_80")},
           "sprites 73-80", round(sm["per_segment"]["73-80"]["sprites"], 2), "identity 1-8 (absolute)",
           round(sm["per_segment"]["1-8"]["identity_acc"], 3))
-model = build_video_model("df", frame_size=32, window=8, preset="tiny", parametrization="x0", weighting="fused_snr")
-model = train_video_model(model, sprites, 12000, batch_size=32, lr=1e-3, seed=0, out_dir=sys.argv[1])  # finished: EMA weights
+model = train_video_model(build("tiny"), SPRITES, 12000, batch_size=32, lr=1e-3, seed=0, out_dir=sys.argv[1])  # finished: EMA weights
 rc = RolloutConfig("df", sampling=SamplingConfig(scheduling="full_sequence", steps=10, chunk_size=4, history_len=4))
 with torch.no_grad():
     pred = generate(model, context, 80, rc, seed=0)
 to_u8 = lambda a: np.pad((np.clip((a + 1) / 2, 0, 1) * 255).astype(np.uint8), 1, constant_values=128)  # noqa: E731
-rows = [np.concatenate([to_u8(src[i, 0].numpy()) for i in range(0, 80, 4)], 1) for c in range(6) for src in (truth[c], pred[c])]
-iio.imwrite(os.path.join(here, "fade_tiny_12000.png"), np.concatenate(rows, 0).repeat(2, 0).repeat(2, 1))
+rows = [np.concatenate([to_u8(src[i, 0].numpy()) for i in range(0, 80, 4)], 1) for k in range(6) for src in (truth[k], pred[k])]
+iio.imwrite(os.path.join(HERE, "fade_tiny_12000.png"), np.concatenate(rows, 0).repeat(2, 0).repeat(2, 1))

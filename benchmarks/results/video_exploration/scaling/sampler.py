@@ -15,32 +15,17 @@ torch.set_num_threads(1)
 from dataclasses import replace
 
 from dforce.sampling import SamplingConfig
-from dforce.video import metrics as M
-from dforce.video.data import SpriteConfig, fixed_split
-from dforce.video.experiment import RolloutConfig, build_video_model, generate, score, summarize, train_video_model
+from dforce.video.experiment import RolloutConfig, generate, score, summarize, train_video_model
+
+from common import CTX, HERE, HOR, SPRITES, WINDOW, build, clips
 
 run_dir, steps, split = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 backbone = sys.argv[4] if len(sys.argv) > 4 else "tiny"
 batch = int(sys.argv[5]) if len(sys.argv) > 5 else 32
-here = os.path.dirname(os.path.abspath(__file__))
-sprites = SpriteConfig(sprite="digits", frame_size=32, num_sprites=(1, 2), speed=(1.0, 3.0))
-WINDOW, CTX, HOR = 8, 4, 80
-clips = fixed_split(sprites, split, 16, CTX + HOR, seed=0)
-context, truth = clips["x"][:, :CTX], clips["x"][:, CTX:]
-counts = M.sprite_counts(truth)
-reference = fixed_split(sprites, "val", 64, WINDOW, seed=0)["x"]
-known = dict(labels=clips["labels"], centroids=clips["centroids"][:, CTX:], sprites=sprites)
-if backbone == "tiny":
-    model = build_video_model("df", frame_size=32, window=WINDOW, preset="tiny", parametrization="x0", weighting="fused_snr")
-else:
-    sys.path.insert(0, os.path.join(here, "..", "weighting"))
-    from video_unet import VideoUNet
-    from dforce.model import DiffusionForcing
-
-    w, mults, stem = backbone.split("_")[1:]
-    model = DiffusionForcing(VideoUNet(width=int(w), mults=[int(c) for c in mults], stem=int(stem)), window=WINDOW,
-                             parametrization="x0", weighting="fused_snr")
-model = train_video_model(model, sprites, steps, batch_size=batch, lr=1e-3, seed=0, out_dir=run_dir)  # finished: EMA weights
+c = clips(split)
+context, truth, counts, reference, known = c["context"], c["truth"], c["counts"], c["reference"], c["known"]
+model = build(backbone)
+model = train_video_model(model, SPRITES, steps, batch_size=batch, lr=1e-3, seed=0, out_dir=run_dir)  # finished: EMA weights
 base = SamplingConfig(scheduling="full_sequence", steps=10, chunk_size=CTX, history_len=CTX)
 grid = []
 for guidance, scale in (("none", 1.0), ("vanilla", 1.5), ("vanilla", 2.0), ("vanilla", 3.0)):
@@ -62,4 +47,4 @@ for guidance, scale, n, eta in grid:
                sprites_by_segment=[round(s["sprites"], 2) for s in ps.values()])
     print(json.dumps(row), flush=True)
     rows.append(row)
-    json.dump({"rows": rows, "command": " ".join(sys.argv)}, open(os.path.join(here, f"sampler_{backbone}_{steps}_{split}.json"), "w"), indent=1)
+    json.dump({"rows": rows, "command": " ".join(sys.argv)}, open(os.path.join(HERE, f"sampler_{backbone}_{steps}_{split}.json"), "w"), indent=1)
