@@ -7,9 +7,11 @@ after 4 true ones, chunks of 4, 10 sampling steps, plain DF and DF + vanilla his
 
     PYTHONPATH=src python benchmarks/results/video_exploration/scaling/probe.py RUN_DIR 3000,6000,9000,12000
     PYTHONPATH=src python benchmarks/results/video_exploration/scaling/probe.py RUN_DIR 1200,2400,4800,7200 unet_32_12_2 8
+    PYTHONPATH=src python benchmarks/results/video_exploration/scaling/probe.py RUN_DIR 3000,6000,9000 tiny 32 1
 
 The second form trains the convolutional U-Net of `../weighting/video_unet.py` (width 32, mults 1-2, stem 2) instead,
-with batch 8 (its earlier probes' batch).
+with batch 8 (its earlier probes' batch). A fifth argument is the training and sampling seed (default 0; the clips stay
+the same); seed N > 0 writes scaling_BACKBONE_seedN.json.
 """
 import json, os, sys, time
 
@@ -25,16 +27,17 @@ from common import CTX, HERE, HOR, SPRITES, WINDOW, build, clips
 run_dir, steps = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
 backbone = sys.argv[3] if len(sys.argv) > 3 else "tiny"
 batch = int(sys.argv[4]) if len(sys.argv) > 4 else 32
+seed = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 c = clips("test")
 context, truth, counts, reference, known = c["context"], c["truth"], c["counts"], c["reference"], c["known"]
 sampling = SamplingConfig(scheduling="full_sequence", steps=10, chunk_size=CTX, history_len=CTX)
-torch.manual_seed(0)
+torch.manual_seed(seed)
 model = build(backbone)
 rows = []
 t_train = 0.0
 for s in steps:
     t0 = time.time()
-    model = train_video_model(model, SPRITES, s, batch_size=batch, lr=1e-3, seed=0, out_dir=run_dir)
+    model = train_video_model(model, SPRITES, s, batch_size=batch, lr=1e-3, seed=seed, out_dir=run_dir)
     t_train += time.time() - t0
     model.eval()
     row = {"backbone": backbone, "batch": batch, "steps": s, "train_seconds": t_train}
@@ -47,7 +50,7 @@ for s in steps:
     for name, rc in (("DF", RolloutConfig("df", sampling=sampling)),
                      ("DF + vanilla HG", RolloutConfig("df", sampling=sampling, guidance="vanilla", guidance_scale=1.5))):
         with torch.no_grad():
-            pred = generate(model, context, HOR, rc, seed=0)
+            pred = generate(model, context, HOR, rc, seed=seed)
         sm = summarize(score(pred, truth, reference, WINDOW, counts, **known))
         ps = sm["per_segment"]
         row[name] = {k: sm[k] for k in ("psnr_1_8", "centroid_err_1_8", "identity_rel_73_80", "hist_tv_73_80", "frechet_73_80")}
@@ -55,4 +58,4 @@ for s in steps:
                          sprites_73_80=ps["73-80"]["sprites"])
     print(json.dumps(row), flush=True)
     rows.append(row)
-    json.dump({"rows": rows, "command": " ".join(sys.argv)}, open(os.path.join(HERE, f"scaling_{backbone}.json"), "w"), indent=1)
+    json.dump({"rows": rows, "command": " ".join(sys.argv)}, open(os.path.join(HERE, f"scaling_{backbone}" + (f"_seed{seed}" if seed else "") + ".json"), "w"), indent=1)
