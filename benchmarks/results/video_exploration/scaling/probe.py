@@ -38,12 +38,11 @@ t_train = 0.0
 for s in steps:
     t0 = time.time()
     model = train_video_model(model, SPRITES, s, batch_size=batch, lr=1e-3, seed=seed, out_dir=run_dir)
-    t_train += time.time() - t0
-    model.eval()
+    t_train += time.time() - t0  # train() returns the EMA weights, in eval mode
     row = {"backbone": backbone, "batch": batch, "steps": s, "train_seconds": t_train}
     with torch.no_grad():  # the model's conditional mean of the first future frame
         x = torch.cat([context, torch.randn_like(truth[:, :1])], 1)
-        tt = torch.zeros(16, CTX + 1)
+        tt = torch.zeros(truth.shape[0], CTX + 1)
         tt[:, -1] = 1
         x0, _ = model.denoise(x, tt)
         row["meanpred_psnr_frame1"] = float(M.psnr(x0[:, -1:], truth[:, :1]).mean())
